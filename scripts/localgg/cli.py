@@ -1,0 +1,347 @@
+"""`localgg`: the command line, shaped like greengrass-cli so the same commands work on a device.
+
+    localgg start --root DIR [--thing NAME]                 run the core in the foreground
+    localgg deployment create --root DIR --recipeDir R --artifactDir A --merge NAME=VERSION
+                              [--update-config JSON|FILE] [--remove NAME] [--wait SECONDS]
+    localgg deployment status --root DIR -i ID | deployment list --root DIR
+    localgg component list|details -n NAME|restart -n NAMES|stop -n NAMES --root DIR
+    localgg logs get --root DIR (--log-file FILE | --component NAME) [--follow]
+
+Every command but `start` talks to the running core over IPC, with the real awsiotsdk
+client and the token the core writes to `<root>/cli_ipc_info/`, as greengrass-cli does.
+Outputs are greengrass-cli's. `--wait` (a localgg addition) waits for the deployment to
+end and exits 0 only if it SUCCEEDED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
+
+
+class CliError(Exception):
+    pass
+
+
+# -- the running core --------------------------------------------------------------------
+
+def _root(args: argparse.Namespace) -> Path:
+    root = args.root or os.environ.get("GGC_ROOT_PATH")
+    if not root:
+        raise CliError("GGC root path not configured: pass --root DIR (or set GGC_ROOT_PATH)")
+    return Path(root).resolve()
+
+
+def connect(root: Path):
+    """An IPC client authenticated as aws.greengrass.Cli."""
+    info_file = root / "cli_ipc_info" / "localgg-cli"
+    if not info_file.exists():
+        raise CliError(f"no localgg core has run under {root}: start one with `localgg start --root {root}`")
+    info = json.loads(info_file.read_text())
+    if not os.path.exists(info["socket_path"]):
+        raise CliError(f"the localgg core under {root} is not running: start it with `localgg start --root {root}`")
+    import awsiot.greengrasscoreipc
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+    try:
+        client = awsiot.greengrasscoreipc.connect(ipc_socket=info["socket_path"], authtoken=info["cli_auth_token"])
+        return GreengrassCoreIPCClientV2(client=client)
+    except Exception as exc:  # connection refused, access denied
+        raise CliError(f"cannot reach the localgg core under {root}: {exc!r}") from exc
+
+
+def _date(created_on: str) -> str:
+    stamp = _dt.datetime.fromtimestamp(int(created_on) / 1000, _dt.timezone.utc)
+    return stamp.strftime("%d-%m-%Y %H:%M:%S UTC")
+
+
+def _json_arg(text: str) -> dict:
+    source = Path(text)
+    if source.is_file():
+        text = source.read_text()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CliError("Update configuration parameter is not a properly formatted JSON file or a JSON string") \
+            from exc
+    if not isinstance(value, dict):
+        raise CliError("Update configuration parameter must be a JSON object")
+    return value
+
+
+def _names(values: list[str]) -> list[str]:
+    return [n for v in values for n in re.split(r" *[&,]+ *", v) if n]
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from .kernel import Kernel
+    root = _root(args)
+    root.mkdir(parents=True, exist_ok=True)
+    kernel = Kernel(root, thing_name=args.thing, region=args.region)
+    for setup in _extensions():
+        setup(kernel, args)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await kernel.start()
+        (root / "localgg.pid").write_text(str(os.getpid()))
+        print(f"localgg core running under {root} (thing {args.thing}); IPC socket {kernel.socket_path}",
+              flush=True)
+        await stop.wait()
+        await kernel.stop()
+        (root / "localgg.pid").unlink(missing_ok=True)
+
+    asyncio.run(main())
+    return 0
+
+
+def _extensions() -> list:
+    """Setup functions of optional layers (IoT Core bridge, shadows), if installed."""
+    try:
+        from .extensions import SETUPS
+    except ImportError:
+        return []
+    return list(SETUPS)
+
+
+def cmd_deployment_create(args: argparse.Namespace) -> int:
+    merges = {}
+    for item in args.merge or []:
+        name, sep, version = item.partition("=")
+        if not sep or not name or not version:
+            raise CliError(f"--merge takes NAME=VERSION, not {item!r}")
+        merges[name] = version
+    updates = _json_arg(args.update_config) if args.update_config else None
+    client = connect(_root(args))
+    try:
+        response = client.create_local_deployment(
+            group_name=args.groupId,
+            root_component_versions_to_add=merges or None,
+            root_components_to_remove=_names(args.remove or []) or None,
+            component_to_configuration=updates,
+            recipe_directory_path=str(Path(args.recipeDir).resolve()) if args.recipeDir else None,
+            artifacts_directory_path=str(Path(args.artifactDir).resolve()) if args.artifactDir else None,
+            failure_handling_policy=args.failure_handling_policy)
+        print(f"Local deployment submitted! Deployment Id: {response.deployment_id}", flush=True)
+        if args.wait is None:
+            return 0
+        deadline = time.monotonic() + args.wait
+        while True:
+            status = client.get_local_deployment_status(deployment_id=response.deployment_id).deployment
+            if status.status in TERMINAL:
+                _print_status(status)
+                return 0 if status.status == "SUCCEEDED" else 1
+            if time.monotonic() > deadline:
+                print(f"{response.deployment_id}: still {status.status} after {args.wait} s", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+def _print_status(deployment) -> None:
+    print(f"{deployment.deployment_id}: {deployment.status}")
+    print(f"Created on: {_date(deployment.created_on)}")
+    details = deployment.deployment_status_details
+    if deployment.status == "FAILED" and details is not None:
+        if details.detailed_deployment_status:
+            print(f"Detailed Status: {details.detailed_deployment_status}")
+        if details.deployment_error_stack:
+            print(f"Deployment Error Stack: {', '.join(details.deployment_error_stack)}")
+        if details.deployment_error_types:
+            print(f"Deployment Error Types: {', '.join(details.deployment_error_types)}")
+        if details.deployment_failure_cause:
+            print(f"Deployment Failure Cause: {details.deployment_failure_cause}")
+
+
+def cmd_deployment_status(args: argparse.Namespace) -> int:
+    client = connect(_root(args))
+    try:
+        _print_status(client.get_local_deployment_status(deployment_id=args.deploymentId).deployment)
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_deployment_list(args: argparse.Namespace) -> int:
+    client = connect(_root(args))
+    try:
+        entries = [f"Deployment ID: {d.deployment_id}\nCreated on: {_date(d.created_on)}\nStatus: {d.status}\n"
+                   for d in client.list_local_deployments().local_deployments]
+    finally:
+        client.close()
+    print("\n".join(entries), end="")
+    return 0
+
+
+def _print_component(details) -> None:
+    config = json.dumps(details.configuration, separators=(",", ":")) if details.configuration is not None else "null"
+    print(f"Component Name: {details.component_name}\n    Version: {details.version}\n"
+          f"    State: {details.state}\n    Configuration: {config}")
+
+
+def cmd_component_list(args: argparse.Namespace) -> int:
+    client = connect(_root(args))
+    try:
+        components = client.list_components().components
+    finally:
+        client.close()
+    print("Components currently running in Greengrass:")
+    for details in components:
+        _print_component(details)
+    return 0
+
+
+def cmd_component_details(args: argparse.Namespace) -> int:
+    client = connect(_root(args))
+    try:
+        _print_component(client.get_component_details(component_name=args.name).component_details)
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_component_restart(args: argparse.Namespace) -> int:
+    client = connect(_root(args))
+    try:
+        failed = [n for n in _names(args.names)
+                  if client.restart_component(component_name=n).restart_status != "SUCCEEDED"]
+    finally:
+        client.close()
+    for name in failed:
+        print(f"Failed to restart {name}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_component_stop(args: argparse.Namespace) -> int:
+    client = connect(_root(args))
+    try:
+        failed = [n for n in _names(args.names)
+                  if client.stop_component(component_name=n).stop_status != "SUCCEEDED"]
+    finally:
+        client.close()
+    for name in failed:
+        print(f"Failed to stop {name}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_logs_get(args: argparse.Namespace) -> int:
+    root = _root(args) if (args.root or os.environ.get("GGC_ROOT_PATH")) else None
+    files = [Path(f) for f in (args.log_file or [])]
+    if args.component:
+        if root is None:
+            raise CliError("--component needs --root")
+        files += [root / "logs" / f"{c}.log" for c in args.component]
+    if not files and root is not None:
+        files = [root / "logs" / "greengrass.log"]
+    if not files:
+        raise CliError("name a log with --log-file FILE or --component NAME --root DIR")
+    handles = []
+    for path in files:
+        if not path.exists():
+            raise CliError(f"no log file {path}")
+        handles.append(open(path, encoding="utf-8", errors="replace"))
+    for handle in handles:
+        sys.stdout.write(handle.read())
+    sys.stdout.flush()
+    while args.follow:
+        for handle in handles:
+            chunk = handle.read()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        time.sleep(0.2)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="localgg", description="A local Greengrass v2 core for development and tests.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--root", "--ggcRootPath", dest="root", help="the core's root directory (env GGC_ROOT_PATH)")
+        return p
+
+    start = with_root(sub.add_parser("start", help="run the core in the foreground"))
+    start.add_argument("--thing", default="localgg-thing", help="the thing name (AWS_IOT_THING_NAME)")
+    start.add_argument("--region", default="us-east-1")
+    for setup in _extension_arguments():
+        setup(start)
+    start.set_defaults(func=cmd_start)
+
+    deployment = sub.add_parser("deployment", help="local deployments").add_subparsers(dest="action", required=True)
+    create = with_root(deployment.add_parser("create", help="deploy components from local recipes and artifacts"))
+    create.add_argument("-r", "--recipeDir")
+    create.add_argument("-a", "--artifactDir")
+    create.add_argument("-m", "--merge", action="append", metavar="NAME=VERSION")
+    create.add_argument("--remove", action="append", metavar="NAME")
+    create.add_argument("-c", "--update-config", metavar="JSON|FILE")
+    create.add_argument("-g", "--groupId")
+    create.add_argument("-fp", "--failure-handling-policy", choices=["ROLLBACK", "DO_NOTHING"])
+    create.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="(localgg) wait for the deployment to end; exit 0 only if it SUCCEEDED")
+    create.set_defaults(func=cmd_deployment_create)
+    status = with_root(deployment.add_parser("status", help="one deployment's status"))
+    status.add_argument("-i", "--deploymentId", required=True)
+    status.set_defaults(func=cmd_deployment_status)
+    with_root(deployment.add_parser("list", help="local deployments")).set_defaults(func=cmd_deployment_list)
+
+    component = sub.add_parser("component", help="components").add_subparsers(dest="action", required=True)
+    with_root(component.add_parser("list")).set_defaults(func=cmd_component_list)
+    details = with_root(component.add_parser("details"))
+    details.add_argument("-n", "--name", required=True)
+    details.set_defaults(func=cmd_component_details)
+    for name, func in (("restart", cmd_component_restart), ("stop", cmd_component_stop)):
+        p = with_root(component.add_parser(name))
+        p.add_argument("-n", "--names", required=True, action="append")
+        p.set_defaults(func=func)
+
+    logs = sub.add_parser("logs", help="component and core logs").add_subparsers(dest="action", required=True)
+    get = with_root(logs.add_parser("get"))
+    get.add_argument("-lf", "--log-file", action="append")
+    get.add_argument("--component", action="append", help="(localgg) <root>/logs/<NAME>.log")
+    get.add_argument("-fol", "--follow", action="store_true")
+    get.set_defaults(func=cmd_logs_get)
+    return top
+
+
+def _extension_arguments() -> list:
+    try:
+        from .extensions import ARGUMENTS
+    except ImportError:
+        return []
+    return list(ARGUMENTS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"localgg: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # an IPC error from the core: print it as greengrass-cli does
+        print(f"localgg: {type(exc).__name__}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

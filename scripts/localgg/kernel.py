@@ -1,0 +1,636 @@
+"""The local core: one object that owns the root directory, the IPC server and every component.
+
+Usage::
+
+    kernel = Kernel(Path("/tmp/gg"), thing_name="backfill-dev")
+    await kernel.start()                       # restores what was deployed, runs Install again
+    deployment_id = kernel.submit_deployment({...CreateLocalDeploymentRequest...})
+    await kernel.stop()
+
+Layout under the root, as the nucleus's (docs/lifecycle-recipes.md 3.5):
+`ipc.socket`, `config/` (what is deployed and its configuration), `packages/recipes`,
+`packages/artifacts/<C>/<v>/`, `packages/artifacts-unarchived/<C>/<v>/<zip>/`,
+`work/<C>/`, `logs/greengrass.log`, `logs/<C>.log`, `deployments/`, `cli_ipc_info/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import string
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import lifecycle as lc
+from . import errors
+from .authz import Authorizer
+from .configstore import ConfigStore
+from .deployment import RecipeStore, ResolutionError, resolve, resolve_configuration
+from .interpolate import Scope, interpolate_tree
+from .ipc.cli import CliHandlers
+from .ipc.config import ConfigHandlers
+from .ipc.lifecycle import LifecycleHandlers
+from .ipc.pubsub import PubSubHandlers
+from .processes import Reaper, kill_leftover_groups, log_line
+from .pubsub import PubSub
+from .recipe import Recipe, RecipeError, device_platform, find_recipes, step as find_step
+from .server import Dispatcher, IpcServer
+
+log = logging.getLogger("localgg")
+
+NUCLEUS = "aws.greengrass.Nucleus"
+CLI = "aws.greengrass.Cli"
+NUCLEUS_VERSION = "2.18.2"
+LOCAL_GROUP = "LOCAL_DEPLOYMENT"
+TRACK_INTERVAL = 1.0  # DeploymentService checks the services' states once a second
+
+# Components the core provides itself: name -> (version, state, default configuration).
+BUILTINS: dict[str, tuple[str, str, dict]] = {
+    NUCLEUS: (NUCLEUS_VERSION, lc.FINISHED, {"awsRegion": "us-east-1"}),
+    CLI: (NUCLEUS_VERSION, lc.RUNNING, {}),
+    "aws.greengrass.TokenExchangeService": ("2.0.3", lc.RUNNING, {}),
+}
+
+
+class DeploymentError(ValueError):
+    pass
+
+
+@dataclass
+class ServiceSpec:
+    """What a deployment decided for one component."""
+
+    name: str
+    version: str
+    lifecycle: dict = field(default_factory=dict)
+    dependencies: dict[str, str] = field(default_factory=dict)
+    configuration: dict = field(default_factory=dict)
+    builtin: bool = False
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "lifecycle": self.lifecycle, "dependencies": self.dependencies,
+                "builtin": self.builtin}
+
+
+@dataclass
+class Deployment:
+    id: str
+    request: dict
+    created_on: int
+    status: str = "QUEUED"
+    details: dict = field(default_factory=dict)
+
+    def to_model(self) -> dict:
+        out = {"deploymentId": self.id, "status": self.status, "createdOn": str(self.created_on)}
+        if self.details:
+            out["deploymentStatusDetails"] = self.details
+        return out
+
+
+@dataclass
+class Builtin:
+    name: str
+    version: str
+    state: str
+
+
+def new_token() -> str:
+    alphabet = string.ascii_uppercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+class Kernel:
+    def __init__(self, root: Path, thing_name: str = "localgg-thing", region: str = "us-east-1",
+                 clock=time.time) -> None:
+        self.root = Path(root).resolve()
+        self.thing_name = thing_name
+        self.region = region
+        self.clock = clock
+        self.socket_path = str(self.root / "ipc.socket")
+        self.config = ConfigStore(lambda: int(self.clock() * 1000))
+        self.authz = Authorizer(lambda component: self.config.value(component, ["accessControl"]))
+        self.bus = PubSub()
+        self.recipes = RecipeStore(self.root / "packages" / "recipes")
+        self.components: dict[str, lc.Component] = {}
+        self.specs: dict[str, ServiceSpec] = {}
+        self.builtins: dict[str, Builtin] = {}
+        self.groups: dict[str, dict[str, str]] = {}
+        self.deployments: dict[str, Deployment] = {}
+        self._tokens: dict[str, str] = {}       # token -> component
+        self._token_of: dict[str, str] = {}     # component -> token
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._changed: asyncio.Event | None = None
+        self._save_pending = False
+        self._pgids: set[int] = set()
+        self._reaper: Reaper | None = None
+        self.dispatcher = Dispatcher()
+        self.dispatcher.add(*PubSubHandlers(self.bus, self.authz).operations())
+        self.dispatcher.add(*ConfigHandlers(self.config, lambda component: self.save_soon()).operations())
+        self.dispatcher.add(*LifecycleHandlers(self.report_state).operations())
+        self.dispatcher.add(*CliHandlers(self).operations())
+        self.server = IpcServer(self.socket_path, self.authenticate, self.dispatcher)
+        self.platform = device_platform()
+        self.extensions: list = []   # services added by later layers (mqtt proxy, shadows)
+
+    # -- paths ----------------------------------------------------------------------
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def work_dir(self, component: str) -> Path:
+        path = self.path("work", component)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log_dir(self) -> Path:
+        return self.path("logs")
+
+    def artifacts_path(self, component: str, version: str) -> Path:
+        return self.path("packages", "artifacts", component, version)
+
+    def unarchived_path(self, component: str, version: str) -> Path:
+        return self.path("packages", "artifacts-unarchived", component, version)
+
+    # -- start and stop -------------------------------------------------------------
+
+    async def start(self) -> None:
+        for sub in ("config", "packages/recipes", "packages/artifacts", "packages/artifacts-unarchived",
+                    "work", "logs", "deployments", "cli_ipc_info"):
+            self.path(sub).mkdir(parents=True, exist_ok=True)
+        self._setup_logging()
+        self._queue = asyncio.Queue()
+        self._changed = asyncio.Event()
+        self._kill_leftovers()
+        self._reaper = Reaper.start(self.path("config", "process-groups.json"), self.path("work"))
+        for name, (version, state, defaults) in BUILTINS.items():
+            self.builtins[name] = Builtin(name, version, state)
+            if not self.config.has(name):
+                self.config.replace(name, defaults, 1)
+        self._restore()
+        self.token_for(CLI)
+        for ext in self.extensions:
+            await ext.start()
+        await self.server.start()
+        self._write_cli_info()
+        self._worker = asyncio.ensure_future(self._deployment_worker())
+        for comp in self.components.values():
+            comp.request_start()
+        log.info("localgg %s started at %s (thing %s)", NUCLEUS_VERSION, self.root, self.thing_name)
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        await asyncio.gather(*(c.close() for c in self.components.values()), return_exceptions=True)
+        for ext in reversed(self.extensions):
+            await ext.stop()
+        await self.server.stop()
+        self.save()
+        self._pgids.clear()
+        self._save_pgids()
+        self._reaper.stop()
+        log.info("localgg stopped")
+        for handler in list(logging.getLogger("localgg").handlers):
+            if getattr(handler, "_localgg_root", None) == str(self.root):
+                logging.getLogger("localgg").removeHandler(handler)
+                handler.close()
+
+    def _setup_logging(self) -> None:
+        logger = logging.getLogger("localgg")
+        logger.setLevel(logging.INFO)
+        handler = logging.FileHandler(self.path("logs", "greengrass.log"))
+        handler._localgg_root = str(self.root)
+        handler.setFormatter(_NucleusFormatter())
+        logger.addHandler(handler)
+
+    def _write_cli_info(self) -> None:
+        info = self.path("cli_ipc_info", "localgg-cli")
+        info.write_text(json.dumps({"cli_auth_token": self._token_of[CLI], "socket_path": self.socket_path}))
+        info.chmod(0o600)
+
+    # -- identity -------------------------------------------------------------------
+
+    def authenticate(self, token: str | None) -> str | None:
+        return self._tokens.get(token) if token else None
+
+    def token_for(self, component: str) -> str:
+        if component not in self._token_of:
+            token = new_token()
+            self._tokens[token] = component
+            self._token_of[component] = token
+        return self._token_of[component]
+
+    def _forget_token(self, component: str) -> None:
+        token = self._token_of.pop(component, None)
+        self._tokens.pop(token, None)
+
+    def add_external_component(self, name: str, configuration: dict | None = None) -> dict[str, str]:
+        """A component whose process runs elsewhere (a test, a debugger): it gets a token and
+        a configuration, and is reported RUNNING. Returns the environment its IPC client needs."""
+        self.config.replace(name, configuration or {}, int(self.clock() * 1000))
+        self.builtins[name] = Builtin(name, "0.0.0", lc.RUNNING)
+        return self.environment(name)
+
+    # -- the Host protocol the lifecycles use ---------------------------------------
+
+    def environment(self, component: str) -> dict[str, str]:
+        env = dict(os.environ)
+        path = env.get("PATH", "")
+        for extra in ("/bin", "/usr/bin", "/sbin", "/usr/sbin"):
+            if extra not in path.split(":") and os.path.isdir(extra):
+                path = f"{path}:{extra}" if path else extra
+        token = self.token_for(component)
+        root_ca = self.path("rootCA.pem")
+        env.update({
+            "PATH": path,
+            "SVCUID": token,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH": self.socket_path,
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": self.socket_path,
+            "AWS_IOT_THING_NAME": self.thing_name,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "GGC_VERSION": NUCLEUS_VERSION,
+            "GG_ROOT_CA_PATH": str(root_ca) if root_ca.exists() else "",
+        })
+        return env
+
+    def dependency_ready(self, name: str) -> bool:
+        state = self.state_of(name)
+        if state in (lc.RUNNING, lc.FINISHED):
+            return True
+        comp = self.components.get(name)
+        return state == lc.STOPPING and comp is not None and comp.previous_state != lc.STARTING
+
+    def state_changed(self, component: lc.Component, old: str, new: str) -> None:
+        log.info("service-set-state. {serviceName=%s, currentState=%s, newState=%s}", component.name, old, new)
+        for other in self.components.values():
+            if other is not component and component.name in other.dependencies:
+                other.dependency_changed()
+        if self._changed is not None:
+            self._changed.set()
+
+    def process_started(self, component: str, pid: int) -> None:
+        self._pgids.add(pid)
+        self._save_pgids()
+
+    def _save_pgids(self) -> None:
+        live = {p for p in self._pgids if _alive(p)}
+        self._pgids = live
+        self.path("config", "process-groups.json").write_text(json.dumps(sorted(live)))
+
+    def _kill_leftovers(self) -> None:
+        record = self.path("config", "process-groups.json")
+        if record.exists():
+            killed = kill_leftover_groups(set(json.loads(record.read_text() or "[]")), self.path("work"))
+            if killed:
+                log.warning("killed %d processes left by a core that did not stop cleanly", killed)
+
+    # -- state ----------------------------------------------------------------------
+
+    def state_of(self, name: str) -> str | None:
+        if name in self.components:
+            return self.components[name].state
+        if name in self.builtins:
+            return self.builtins[name].state
+        return None
+
+    def version_of(self, name: str) -> str | None:
+        if name in self.specs:
+            return self.specs[name].version
+        if name in self.builtins:
+            return self.builtins[name].version
+        return None
+
+    def report_state(self, component: str, state: str) -> bool | None:
+        comp = self.components.get(component)
+        if comp is None:
+            return None if component not in self.builtins else False
+        return comp.report(state)
+
+    def save(self) -> None:
+        self._save_pending = False
+        state = {"thing": self.thing_name, "groups": self.groups,
+                 "services": {n: s.to_json() for n, s in self.specs.items()}}
+        _write_json(self.path("config", "state.json"), state)
+        _write_json(self.path("config", "configuration.json"), self.config.snapshot())
+
+    def save_soon(self) -> None:
+        if not self._save_pending:
+            self._save_pending = True
+            asyncio.get_running_loop().call_later(0.2, self.save)
+
+    def _restore(self) -> None:
+        config_file = self.path("config", "configuration.json")
+        if config_file.exists():
+            self.config.restore(json.loads(config_file.read_text()))
+        state_file = self.path("config", "state.json")
+        if not state_file.exists():
+            return
+        state = json.loads(state_file.read_text())
+        self.groups = state.get("groups", {})
+        for name, data in state.get("services", {}).items():
+            spec = ServiceSpec(name, data["version"], data.get("lifecycle", {}), data.get("dependencies", {}),
+                               builtin=data.get("builtin", False))
+            self.specs[name] = spec
+            if spec.builtin:
+                self.builtins.setdefault(name, Builtin(name, spec.version, lc.RUNNING)).version = spec.version
+            else:
+                self.components[name] = self._new_component(spec)
+
+    def _new_component(self, spec: ServiceSpec) -> lc.Component:
+        return lc.Component(spec.name, spec.version, spec.lifecycle, spec.dependencies, self)
+
+    # -- the CLI's operations -------------------------------------------------------
+
+    def component_details(self, name: str) -> dict | None:
+        state = self.state_of(name)
+        if state is None:
+            return None
+        details = {"componentName": name, "version": self.version_of(name) or "0.0.0", "state": state}
+        if self.config.has(name):
+            details["configuration"] = self.config.value(name)
+        return details
+
+    def list_components(self) -> list[dict]:
+        names = sorted(set(self.components) | set(self.builtins))
+        return [self.component_details(n) for n in names]
+
+    def restart_component(self, name: str) -> bool:
+        comp = self.components.get(name)
+        return comp.request_restart() if comp else name in self.builtins
+
+    def stop_component(self, name: str) -> bool:
+        comp = self.components.get(name)
+        if comp:
+            comp.request_stop()
+        return comp is not None or name in self.builtins
+
+    def submit_deployment(self, request: dict) -> str:
+        dep = Deployment(str(uuid.uuid4()), request, int(self.clock() * 1000))
+        self.deployments[dep.id] = dep
+        self._persist_deployment(dep)
+        self._queue.put_nowait(dep)
+        return dep.id
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        if deployment_id in self.deployments:
+            return self.deployments[deployment_id]
+        path = self.path("deployments", f"{deployment_id}.json")
+        if path.exists():
+            data = json.loads(path.read_text())
+            return Deployment(data["id"], data["request"], data["createdOn"], data["status"], data.get("details", {}))
+        return None
+
+    def list_deployments(self) -> list[Deployment]:
+        found = [self.deployment(p.stem) for p in sorted(self.path("deployments").glob("*.json"))]
+        return sorted((d for d in found if d), key=lambda d: d.created_on)
+
+    def _persist_deployment(self, dep: Deployment) -> None:
+        _write_json(self.path("deployments", f"{dep.id}.json"),
+                    {"id": dep.id, "request": dep.request, "createdOn": dep.created_on,
+                     "status": dep.status, "details": dep.details})
+
+    # -- deployments ----------------------------------------------------------------
+
+    async def _deployment_worker(self) -> None:
+        while True:
+            dep = await self._queue.get()
+            try:
+                await self._run_deployment(dep)
+            except Exception as exc:  # never let one deployment kill the worker
+                log.exception("deployment %s failed unexpectedly", dep.id)
+                self._finish(dep, "FAILED", "FAILED_NO_STATE_CHANGE", str(exc))
+
+    def _finish(self, dep: Deployment, status: str, detailed: str, cause: str = "",
+                stack: list[str] | None = None, types: list[str] | None = None) -> None:
+        dep.status = status
+        dep.details = {"detailedDeploymentStatus": detailed}
+        if cause:
+            dep.details.update({"deploymentFailureCause": cause,
+                                "deploymentErrorStack": stack or ["DEPLOYMENT_FAILURE"],
+                                "deploymentErrorTypes": types or []})
+        self._persist_deployment(dep)
+        level = logging.INFO if status == "SUCCEEDED" else logging.ERROR
+        log.log(level, "deployment %s %s%s", dep.id, status, f": {cause}" if cause else "")
+
+    async def _run_deployment(self, dep: Deployment) -> None:
+        dep.status = "IN_PROGRESS"
+        self._persist_deployment(dep)
+        request = dep.request
+        try:
+            plan, roots = self._plan(request)
+        except (RecipeError, ResolutionError, DeploymentError, ValueError, OSError) as exc:
+            return self._finish(dep, "FAILED", "FAILED_NO_STATE_CHANGE", str(exc))
+        previous = {n: ServiceSpec(n, s.version, s.lifecycle, s.dependencies,
+                                   self.config.value(n, default={}), s.builtin) for n, s in self.specs.items()}
+        previous_roots = dict(self.groups.get(LOCAL_GROUP, {}))
+        started = self.clock()
+        self.groups[request.get("groupName") or LOCAL_GROUP] = roots
+        await self._activate(plan)
+        broken = await self._track(plan, started)
+        if broken is None:
+            return self._finish(dep, "SUCCEEDED", "SUCCESSFUL")
+        cause = f"Service {broken} in broken state after deployment"
+        stack = ["DEPLOYMENT_FAILURE", "COMPONENT_UPDATE_ERROR", "COMPONENT_BROKEN"]
+        if (request.get("failureHandlingPolicy") or "DO_NOTHING") == "ROLLBACK":
+            self.groups[LOCAL_GROUP] = previous_roots
+            await self._activate(previous)
+            return self._finish(dep, "FAILED", "FAILED_ROLLBACK_COMPLETE", cause, stack, ["USER_COMPONENT_ERROR"])
+        self._finish(dep, "FAILED", "FAILED_ROLLBACK_NOT_REQUESTED", cause, stack, ["USER_COMPONENT_ERROR"])
+
+    def _plan(self, request: dict) -> tuple[dict[str, ServiceSpec], dict[str, str]]:
+        group = request.get("groupName") or LOCAL_GROUP
+        if ":" in group:
+            raise DeploymentError("Thing group name cannot contain colon characters")
+        recipe_dir = request.get("recipeDirectoryPath")
+        if recipe_dir:
+            if not Path(recipe_dir).is_dir():
+                raise DeploymentError(f"recipe directory {recipe_dir} does not exist")
+            for recipe in find_recipes(Path(recipe_dir)):
+                self.recipes.add(recipe)
+        artifact_dir = request.get("artifactsDirectoryPath")
+        if artifact_dir:
+            source = Path(artifact_dir).resolve()
+            if not source.is_dir():
+                raise DeploymentError(f"artifact directory {artifact_dir} does not exist")
+            if self.path("packages", "artifacts").is_relative_to(source):
+                raise DeploymentError("Requested artifacts directory path is parent of kernel artifacts directory "
+                                      "path. Specify another path to avoid recursive copy")
+            shutil.copytree(source, self.path("packages", "artifacts"), dirs_exist_ok=True)
+        roots = {n: v for n, v in self.groups.get(group, {}).items()
+                 if n not in (request.get("rootComponentsToRemove") or [])}
+        roots.update(request.get("rootComponentVersionsToAdd") or {})
+        running = {n: s.version for n, s in self.specs.items()}
+        builtin_versions = {n: b.version for n, b in self.builtins.items()}
+        versions = resolve(roots, self.recipes, running, builtin_versions)
+        updates = request.get("componentToConfiguration") or {}
+        recipes: dict[str, Recipe] = {n: self.recipes.get(n, v) for n, v in versions.items() if n not in self.builtins}
+        plan: dict[str, ServiceSpec] = {}
+        for name, version in versions.items():
+            current = self.config.value(name) if (name in self.specs or name in self.builtins) else None
+            if name in recipes:
+                defaults = recipes[name].default_configuration
+            else:
+                defaults = BUILTINS.get(name, ("", "", {}))[2]
+            update = updates.get(name) if name in roots else None
+            if update is not None and not isinstance(update, dict):
+                raise DeploymentError(f"the configuration update for {name} must be {{\"MERGE\": ..., \"RESET\": [...]}}")
+            config = resolve_configuration(current, defaults, update)
+            plan[name] = ServiceSpec(name, version, configuration=config, builtin=name not in recipes)
+        for name, recipe in recipes.items():
+            selected = recipe.select(self.platform)
+            self._prepare_artifacts(recipe, selected.artifacts)
+            plan[name].dependencies = {d: spec.type for d, spec in recipe.dependencies.items()}
+            plan[name].lifecycle = selected.lifecycle
+        for name in recipes:
+            plan[name].lifecycle = interpolate_tree(plan[name].lifecycle, self._scope(plan, name, recipes))
+        return plan, {n: versions[n] for n in roots}
+
+    def _scope(self, plan: dict[str, ServiceSpec], name: str, recipes: dict[str, Recipe], deps: bool = True) -> Scope:
+        spec = plan[name]
+        scope = Scope(values={
+            "artifacts:path": str(self.artifacts_path(name, spec.version)),
+            "artifacts:decompressedPath": str(self.unarchived_path(name, spec.version)),
+            "work:path": str(self.path("work", name)),
+            "kernel:rootPath": str(self.root),
+            "iot:thingName": self.thing_name,
+        }, configuration=spec.configuration)
+        if deps and name in recipes:
+            scope.dependencies = {d: self._scope(plan, d, recipes, deps=False)
+                                  for d in recipes[name].dependencies if d in plan}
+        return scope
+
+    def _prepare_artifacts(self, recipe: Recipe, artifacts) -> None:
+        folder = self.artifacts_path(recipe.name, recipe.version)
+        for artifact in artifacts:
+            path = folder / artifact.file_name
+            if not path.is_file():
+                raise DeploymentError(
+                    f"{recipe.name}@{recipe.version}: artifact {artifact.uri} not found: put {artifact.file_name} in "
+                    f"<artifactDir>/{recipe.name}/{recipe.version}/")
+            if artifact.unarchive == "ZIP":
+                target = self.unarchived_path(recipe.name, recipe.version) / path.name.rsplit(".", 1)[0]
+                if target.exists():
+                    shutil.rmtree(target)
+                target.mkdir(parents=True)
+                try:
+                    with zipfile.ZipFile(path) as archive:
+                        _safe_extract(archive, target)
+                except zipfile.BadZipFile as exc:
+                    raise DeploymentError(f"{recipe.name}@{recipe.version}: {artifact.file_name} is not a ZIP: {exc}")
+            execute = str((artifact.permission or {}).get("Execute", "NONE")).upper()
+            if execute in ("OWNER", "ALL"):
+                path.chmod(path.stat().st_mode | (0o111 if execute == "ALL" else 0o100))
+
+    async def _activate(self, plan: dict[str, ServiceSpec]) -> None:
+        timestamp = int(self.clock() * 1000)
+        removed = [n for n in self.specs if n not in plan]
+        await asyncio.gather(*(self._remove(n) for n in removed if n in self.components))
+        for name in removed:
+            self.specs.pop(name, None)
+            if name not in BUILTINS:
+                self.builtins.pop(name, None)
+                self.config.remove_component(name)
+        for name, spec in plan.items():
+            self.config.replace(name, spec.configuration, timestamp)
+            if spec.builtin:
+                if name not in self.builtins:
+                    self.builtins[name] = Builtin(name, spec.version, lc.RUNNING)
+                self.specs[name] = spec
+                continue
+            old = self.specs.get(name)
+            self.specs[name] = spec
+            comp = self.components.get(name)
+            if comp is None:
+                comp = self.components[name] = self._new_component(spec)
+                comp.request_start()
+                continue
+            reinstall = (old is None or old.version != spec.version
+                         or find_step(old.lifecycle, "install") != find_step(spec.lifecycle, "install"))
+            restart = old is not None and (old.lifecycle != spec.lifecycle or old.dependencies != spec.dependencies)
+            comp.version, comp.lifecycle, comp.dependencies = spec.version, spec.lifecycle, spec.dependencies
+            if reinstall or comp.state == lc.BROKEN:
+                comp.request_reinstall()
+            elif restart:
+                comp.request_restart()
+            else:
+                comp.request_start()
+        for comp in self.components.values():
+            comp.dependency_changed()
+        self.save()
+
+    async def _remove(self, name: str) -> None:
+        comp = self.components.pop(name)
+        await comp.close()
+        self._forget_token(name)
+        self.server.disconnect(name)
+
+    async def _track(self, plan: dict[str, ServiceSpec], since: float) -> str | None:
+        """Wait until every deployed component is RUNNING or FINISHED; the first BROKEN one's name otherwise.
+
+        Like the nucleus's DeploymentService, success is only judged once a second: a Run
+        script that crashes at once is BROKEN before the first look."""
+        tracked = [n for n, s in plan.items() if not s.builtin]
+        loop = asyncio.get_running_loop()
+        next_look = loop.time() + TRACK_INTERVAL
+        while True:
+            self._changed.clear()
+            for name in tracked:
+                comp = self.components.get(name)
+                if comp is not None and comp.state == lc.BROKEN:
+                    return name
+            if loop.time() >= next_look:
+                if all(self._settled(self.components[n]) for n in tracked if n in self.components):
+                    return None
+                next_look = loop.time() + TRACK_INTERVAL
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, next_look - loop.time()))
+            except asyncio.TimeoutError:
+                pass
+
+    @staticmethod
+    def _settled(comp: lc.Component) -> bool:
+        pending = comp._desired in (lc.INSTALLED, lc.NEW) or (comp.state == lc.FINISHED and comp._desired == lc.RUNNING)
+        return comp.state in (lc.RUNNING, lc.FINISHED) and not pending
+
+
+class _NucleusFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = {"WARNING": "WARN"}.get(record.levelname, record.levelname)
+        return log_line(level, f"({record.threadName}) {record.name}", record.getMessage()).rstrip("\n")
+
+
+def _safe_extract(archive: zipfile.ZipFile, target: Path) -> None:
+    base = target.resolve()
+    for member in archive.infolist():
+        destination = (target / member.filename).resolve()
+        if not destination.is_relative_to(base):
+            raise DeploymentError(f"ZIP entry {member.filename} escapes the extraction directory")
+        archive.extract(member, target)
+        mode = member.external_attr >> 16
+        if mode and not member.is_dir():
+            destination.chmod(mode & 0o777)
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,102 @@
+"""Shared fixtures: a localgg core running in-process, and waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
+             message: str = "condition") -> object:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def short_tmp(prefix: str) -> Path:
+    """A temporary directory with a short path: Unix socket paths are limited to 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+class CoreThread:
+    """A Kernel on its own event loop in a background thread, with helpers for tests."""
+
+    def __init__(self, root: Path, setup: Callable | None = None) -> None:
+        from localgg.kernel import Kernel
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.kernel = self.call(lambda: Kernel(root, thing_name="test-thing"))
+        if setup is not None:
+            self.call(lambda: setup(self.kernel))
+        self.run(self.kernel.start())
+        self.clients: list = []
+
+    def call(self, fn: Callable):
+        """Run `fn()` on the core's loop thread and return its result."""
+        async def wrapper():
+            return fn()
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(30)
+
+    def run(self, coro, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def client(self, component: str, configuration: dict | None = None):
+        """A real GreengrassCoreIPCClientV2 authenticated as `component`.
+
+        Its stream callbacks run on the connection's thread (executor=None), so they see
+        events in the order the server sent them; the default thread pool may reorder them."""
+        import awsiot.greengrasscoreipc
+        from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+        env = self.call(lambda: self.kernel.add_external_component(component, configuration))
+        raw = awsiot.greengrasscoreipc.connect(ipc_socket=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+                                               authtoken=env["SVCUID"])
+        client = GreengrassCoreIPCClientV2(client=raw, executor=None)
+        self.clients.append(client)
+        return client
+
+    def cli_client(self):
+        import awsiot.greengrasscoreipc
+        from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+        token = self.call(lambda: self.kernel.token_for("aws.greengrass.Cli"))
+        client = GreengrassCoreIPCClientV2(client=awsiot.greengrasscoreipc.connect(
+            ipc_socket=self.kernel.socket_path, authtoken=token))
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            try:
+                client.close()
+            except Exception:
+                pass
+        self.run(self.kernel.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def core():
+    root = short_tmp("lgg-")
+    thread = CoreThread(root / "gg")
+    yield thread
+    thread.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def policy(service: str, operations: list[str], resources: list[str], policy_id: str = "p1") -> dict:
+    """An accessControl block for one service."""
+    return {"accessControl": {service: {policy_id: {"operations": operations, "resources": resources}}}}

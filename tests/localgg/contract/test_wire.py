@@ -1,0 +1,157 @@
+"""The IPC server at the wire: handshake, malformed frames, unknown operations.
+
+Raw-socket tests speak event-stream by hand (with our codec); a real client on another
+connection shows the server keeps serving everyone else."""
+
+import json
+import socket
+import struct
+
+import pytest
+from awsiot.eventstreamrpc import AccessDeniedError, StreamClosedError
+from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage, ServiceError
+
+from conftest import policy, wait_for
+from localgg.eventstream import Decoder, Header, encode
+from localgg.rpc import Flag, MessageType, rpc_message
+
+PUBSUB_ALL = policy("aws.greengrass.ipc.pubsub", ["*"], ["*"])
+
+
+def raw_connect(core):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(5)
+    sock.connect(core.kernel.socket_path)
+    return sock
+
+
+def read_first(sock):
+    decoder = Decoder()
+    while (message := decoder.next_message()) is None:
+        decoder.feed(sock.recv(65536))
+    return message
+
+
+def read_messages(sock):
+    """Everything the server sends until it closes the connection."""
+    decoder, out = Decoder(), []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return out
+        decoder.feed(data)
+        out.extend(decoder.messages())
+
+
+def connect_message(token, version="0.1.0"):
+    return rpc_message(MessageType.CONNECT, 0, headers=(Header.string(":version", version),),
+                       payload=json.dumps({"authToken": token}).encode())
+
+
+def healthy(core):
+    """A real client still publishes and receives on another connection."""
+    client = core.client("com.ex.Healthy", PUBSUB_ALL)
+    got = []
+    client.subscribe_to_topic(topic="health", on_stream_event=got.append)
+    client.publish_to_topic(topic="health", publish_message=PublishMessage(json_message=JsonMessage(message={"ok": 1})))
+    wait_for(lambda: got)
+    return True
+
+
+def test_unknown_token_is_refused_with_access_denied(core):
+    import awsiot.greengrasscoreipc
+    with pytest.raises(AccessDeniedError):
+        awsiot.greengrasscoreipc.connect(ipc_socket=core.kernel.socket_path, authtoken="NOTAVALIDTOKEN00")
+
+
+@pytest.mark.parametrize("version", ["0.2.0", "1"])
+def test_wrong_version_gets_connect_ack_without_accepted_flag(core, version):
+    token = core.call(lambda: core.kernel.token_for("com.ex.A"))
+    sock = raw_connect(core)
+    sock.sendall(encode(connect_message(token, version)))
+    ack = read_first(sock)
+    assert ack.header(":message-type") == MessageType.CONNECT_ACK
+    assert ack.header(":message-flags") == 0
+
+
+def test_valid_connect_is_accepted(core):
+    token = core.call(lambda: core.kernel.token_for("com.ex.A"))
+    sock = raw_connect(core)
+    sock.sendall(encode(connect_message(token)))
+    decoder = Decoder()
+    decoder.feed(sock.recv(65536))
+    ack = decoder.next_message()
+    assert (ack.header(":message-type"), ack.header(":message-flags")) == (MessageType.CONNECT_ACK,
+                                                                          Flag.CONNECTION_ACCEPTED)
+    sock.sendall(encode(rpc_message(MessageType.PING, 0, headers=(Header.string("x", "y"),), payload=b"p")))
+    decoder.feed(sock.recv(65536))
+    pong = decoder.next_message()
+    assert pong.header(":message-type") == MessageType.PING_RESPONSE and pong.payload == b"p"
+    assert pong.header("x") == "y"
+
+
+def test_first_message_not_connect_is_a_protocol_error(core):
+    sock = raw_connect(core)
+    sock.sendall(encode(rpc_message(MessageType.APPLICATION_MESSAGE, 1,
+                                    headers=(Header.string("operation", "aws.greengrass#PublishToTopic"),))))
+    [error] = read_messages(sock)
+    assert error.header(":message-type") == MessageType.PROTOCOL_ERROR
+    assert json.loads(error.payload)["message"].startswith("A CONNECT message must be received")
+    assert healthy(core)
+
+
+def test_corrupted_crc_closes_only_that_connection(core):
+    survivor = core.client("com.ex.Survivor", PUBSUB_ALL)
+    frame = bytearray(encode(connect_message("X")))
+    frame[-1] ^= 0xFF
+    sock = raw_connect(core)
+    sock.sendall(bytes(frame))
+    [error] = read_messages(sock)  # the server answers, then closes
+    assert error.header(":message-type") == MessageType.PROTOCOL_ERROR
+    assert "CRC" in json.loads(error.payload)["message"]
+    survivor.publish_to_topic(topic="x", publish_message=PublishMessage(json_message=JsonMessage(message={})))
+    assert healthy(core)
+
+
+def test_oversized_frame_is_refused_from_its_prelude(core):
+    prelude = struct.pack(">II", 64 * 1024 * 1024, 0)
+    import zlib
+    sock = raw_connect(core)
+    sock.sendall(prelude + struct.pack(">I", zlib.crc32(prelude)))
+    [error] = read_messages(sock)
+    assert "exceeds" in json.loads(error.payload)["message"]
+    assert healthy(core)
+
+
+def test_truncated_frame_then_hang_up_leaves_the_server_healthy(core):
+    sock = raw_connect(core)
+    sock.sendall(encode(connect_message("X"))[:10])
+    sock.close()
+    assert healthy(core)
+
+
+def test_stream_ids_must_grow_by_one(core):
+    token = core.call(lambda: core.kernel.token_for("com.ex.A"))
+    sock = raw_connect(core)
+    sock.sendall(encode(connect_message(token)))
+    sock.recv(65536)
+    sock.sendall(encode(rpc_message(MessageType.APPLICATION_MESSAGE, 5,
+                                    headers=(Header.string("operation", "aws.greengrass#PublishToTopic"),),
+                                    payload=b"{}")))
+    [error] = read_messages(sock)
+    assert "incremented by more than 1" in json.loads(error.payload)["message"]
+
+
+def test_operation_in_the_model_but_not_implemented_is_a_service_error(core):
+    client = core.client("com.ex.A", {})
+    with pytest.raises(ServiceError) as err:
+        client.get_secret_value(secret_id="s")
+    assert err.value.message == "Operation aws.greengrass#GetSecretValue is not supported by Greengrass"
+
+
+def test_operation_the_nucleus_does_not_know_closes_the_stream(core):
+    # awsiotsdk 1.31 has SubscribeToIoTCoreConnectionStatus; the nucleus answers "Unsupported Operation"
+    client = core.client("com.ex.A", {})
+    with pytest.raises(StreamClosedError):
+        client.subscribe_to_iot_core_connection_status(on_stream_event=lambda e: None)
+    assert client.get_configuration().component_name == "com.ex.A"  # the connection still works
