@@ -52,9 +52,16 @@ LOCAL_GROUP = "LOCAL_DEPLOYMENT"
 TRACK_INTERVAL = 1.0  # DeploymentService checks the services' states once a second
 
 # Components the core provides itself: name -> (version, state, default configuration).
+# These two are always there (greengrass-cli needs aws.greengrass.Cli on a device too).
 BUILTINS: dict[str, tuple[str, str, dict]] = {
     NUCLEUS: (NUCLEUS_VERSION, lc.FINISHED, {"awsRegion": "us-east-1"}),
-    CLI: (NUCLEUS_VERSION, lc.RUNNING, {}),
+    CLI: ("2.16.1", lc.RUNNING, {}),
+}
+# These are there once a deployment brings them in, as a root or a dependency, as on a
+# device (ShadowManager's IPC operations are "not supported" until it is deployed).
+AVAILABLE: dict[str, tuple[str, str, dict]] = {
+    "aws.greengrass.ShadowManager": ("2.3.12", lc.RUNNING, {}),
+    "aws.greengrass.DiskSpooler": ("1.0.3", lc.RUNNING, {}),
     "aws.greengrass.TokenExchangeService": ("2.0.3", lc.RUNNING, {}),
 }
 
@@ -302,6 +309,9 @@ class Kernel:
             return self.builtins[name].state
         return None
 
+    def deployed(self, name: str) -> bool:
+        return name in self.builtins or name in self.components
+
     def version_of(self, name: str) -> str | None:
         if name in self.specs:
             return self.specs[name].version
@@ -470,6 +480,7 @@ class Kernel:
         roots.update(request.get("rootComponentVersionsToAdd") or {})
         running = {n: s.version for n, s in self.specs.items()}
         builtin_versions = {n: b.version for n, b in self.builtins.items()}
+        builtin_versions.update({n: v[0] for n, v in AVAILABLE.items()})
         versions = resolve(roots, self.recipes, running, builtin_versions)
         updates = request.get("componentToConfiguration") or {}
         recipes: dict[str, Recipe] = {n: self.recipes.get(n, v) for n, v in versions.items() if n not in self.builtins}
@@ -479,7 +490,7 @@ class Kernel:
             if name in recipes:
                 defaults = recipes[name].default_configuration
             else:
-                defaults = BUILTINS.get(name, ("", "", {}))[2]
+                defaults = {**BUILTINS, **AVAILABLE}.get(name, ("", "", {}))[2]
             update = updates.get(name) if name in roots else None
             if update is not None and not isinstance(update, dict):
                 raise DeploymentError(f"the configuration update for {name} must be {{\"MERGE\": ..., \"RESET\": [...]}}")
@@ -543,7 +554,8 @@ class Kernel:
             self.config.replace(name, spec.configuration, timestamp)
             if spec.builtin:
                 if name not in self.builtins:
-                    self.builtins[name] = Builtin(name, spec.version, lc.RUNNING)
+                    state = AVAILABLE[name][1] if name in AVAILABLE else lc.RUNNING
+                    self.builtins[name] = Builtin(name, spec.version, state)
                 self.specs[name] = spec
                 continue
             old = self.specs.get(name)
@@ -588,18 +600,13 @@ class Kernel:
                 if comp is not None and comp.state == lc.BROKEN:
                     return name
             if loop.time() >= next_look:
-                if all(self._settled(self.components[n]) for n in tracked if n in self.components):
+                if all(self.components[n].settled for n in tracked if n in self.components):
                     return None
                 next_look = loop.time() + TRACK_INTERVAL
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.0, next_look - loop.time()))
             except asyncio.TimeoutError:
                 pass
-
-    @staticmethod
-    def _settled(comp: lc.Component) -> bool:
-        pending = comp._desired in (lc.INSTALLED, lc.NEW) or (comp.state == lc.FINISHED and comp._desired == lc.RUNNING)
-        return comp.state in (lc.RUNNING, lc.FINISHED) and not pending
 
 
 class _NucleusFormatter(logging.Formatter):

@@ -147,6 +147,12 @@ class Component:
         self._poke()
         return True
 
+    @property
+    def settled(self) -> bool:
+        """RUNNING or FINISHED with no restart, reinstall or start still to carry out."""
+        pending = self._desired in (INSTALLED, NEW) or (self.state == FINISHED and self._desired == RUNNING)
+        return self.state in (RUNNING, FINISHED) and not pending
+
     def dependency_changed(self) -> None:
         self._poke()
 

@@ -112,7 +112,7 @@ def test_two_components_deploy_run_talk_restart_and_update(gg, tmp_path):
     wait_for(lambda: any(m["consumer_pid"] != victim for m in received(gg)), 30,
              message="messages at a restarted consumer")
     assert gg.state("com.example.Consumer") == "RUNNING"
-    log = (gg.root / "logs" / "com.example.Consumer.log").read_text()
+    log = gg.cli("logs", "get", "--component", "com.example.Consumer").stdout
     assert "Run script exited. {exitCode=137" in log
 
     # a configuration update in a second deployment reaches the running producer
