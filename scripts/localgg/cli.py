@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,34 +89,180 @@ def cmd_start(args: argparse.Namespace) -> int:
     from .kernel import Kernel
     root = _root(args)
     root.mkdir(parents=True, exist_ok=True)
+    if args.cloud:
+        from .cloud.service import provision
+        provision(Path(args.cloud), root, args.thing)
+    (root / "config").mkdir(exist_ok=True)
+    start_file = root / "config" / "start.json"
+    start_file.write_text(json.dumps({"argv": sys.argv[1:] if sys.argv[1:2] == ["start"] else ["start", "--root",
+                                      str(root), "--thing", args.thing], "env": dict(os.environ), "cwd": os.getcwd()}))
+    start_file.chmod(0o600)
     kernel = Kernel(root, thing_name=args.thing, region=args.region)
-    for setup in _extensions():
-        setup(kernel, args)
 
-    async def main() -> None:
-        stop = asyncio.Event()
+    async def main() -> bool:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await kernel.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, kernel.request_exit)
         (root / "localgg.pid").write_text(str(os.getpid()))
         print(f"localgg core running under {root} (thing {args.thing}); IPC socket {kernel.socket_path}",
               flush=True)
-        await stop.wait()
+        await kernel.exit_requested.wait()
         await kernel.stop()
         (root / "localgg.pid").unlink(missing_ok=True)
+        return kernel.restart_requested
 
-    asyncio.run(main())
+    if asyncio.run(main()):
+        print("localgg core restarting", flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "localgg", *json.loads(start_file.read_text())["argv"]])
     return 0
 
 
-def _extensions() -> list:
-    """Setup functions of optional layers (IoT Core bridge, shadows), if installed."""
+def _control(root: Path, request: dict) -> dict:
+    import socket
+    path = root / "control.sock"
+    if not path.exists():
+        raise CliError(f"the localgg core under {root} is not running")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    reply = json.loads(data or b"{}")
+    if "error" in reply:
+        raise CliError(reply["error"])
+    return reply
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(json.dumps(_control(_root(args), {"cmd": "status"}), indent=2))
+    return 0
+
+
+def cmd_fault_link(args: argparse.Namespace) -> int:
+    request = {"cmd": "link", "action": args.action}
+    if args.action == "flap":
+        request.update(down=args.down, up=args.up)
+    if args.action == "limit":
+        request.update(bandwidth=args.bandwidth, latency=None if args.latency is None else args.latency / 1000)
+    print(json.dumps(_control(_root(args), request)["link"]))
+    return 0
+
+
+def cmd_fault_component(args: argparse.Namespace) -> int:
+    reply = _control(_root(args), {"cmd": "kill", "component": args.name})
+    print(f"SIGKILL sent to {reply['killed']} process groups of {args.name}")
+    return 0
+
+
+def cmd_fault_core(args: argparse.Namespace) -> int:
+    import subprocess
+    root = _root(args)
+    pid_file = root / "localgg.pid"
+    if not pid_file.exists():
+        raise CliError(f"the localgg core under {root} is not running")
+    old_pid = int(pid_file.read_text())
+    if not args.kill:
+        _control(root, {"cmd": "restart"})
+        _wait(lambda: not pid_file.exists() or not _responds(root), 60, "the core to stop")
+    else:
+        start = json.loads((root / "config" / "start.json").read_text())
+        os.kill(old_pid, signal.SIGKILL)
+        _wait(lambda: not _alive(old_pid), 10, "the killed core to go")
+        pid_file.unlink(missing_ok=True)
+        (root / "control.sock").unlink(missing_ok=True)
+        out = open(root / "logs" / "localgg.out", "a")
+        subprocess.Popen([sys.executable, "-m", "localgg", *start["argv"]], env=start["env"], cwd=start["cwd"],
+                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    _wait(lambda: pid_file.exists() and _responds(root), 60, "the core to start again")
+    print(f"localgg core under {root} restarted (pid {pid_file.read_text().strip()})")
+    return 0
+
+
+def _responds(root: Path) -> bool:
     try:
-        from .extensions import SETUPS
-    except ImportError:
-        return []
-    return list(SETUPS)
+        _control(root, {"cmd": "status"})
+        return True
+    except (CliError, OSError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise CliError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _cloud_dir(args: argparse.Namespace) -> Path:
+    return Path(args.cloud).resolve()
+
+
+def cmd_fault_broker(args: argparse.Namespace) -> int:
+    import socket
+    path = _cloud_dir(args) / "control.sock"
+    if not path.exists():
+        raise CliError(f"no cloud is running in {path.parent}")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(str(path))
+        sock.sendall(json.dumps({"broker": args.action, "kill": args.kill}).encode() + b"\n")
+        reply = json.loads(sock.makefile().readline() or "{}")
+    if "error" in reply:
+        raise CliError(reply["error"])
+    print(json.dumps(reply["broker"]))
+    return 0
+
+
+def cmd_cloud_start(args: argparse.Namespace) -> int:
+    from .cloud.service import Cloud
+    cloud = Cloud(Path(args.dir), args.port, limits=not args.no_limits)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    cloud.start()
+    cloud.serve_control()
+    print(f"localgg cloud running in {cloud.directory}: IoT Core at 127.0.0.1:{cloud.broker.port} "
+          f"(mutual TLS, CA {cloud.directory / 'pki' / 'ca.crt'})", flush=True)
+    stop.wait()
+    cloud.stop()
+    return 0
+
+
+def cmd_cloud_record(args: argparse.Namespace) -> int:
+    from .cloud.recorder import Recorder
+    recorder = Recorder(_cloud_dir(args), args.topic, Path(args.db)).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"recording {', '.join(args.topic)} into {args.db}", flush=True)
+    stop.wait()
+    recorder.stop()
+    return 0
+
+
+def cmd_cloud_publish(args: argparse.Namespace) -> int:
+    from .cloud import mqtt
+    client = mqtt.connect(_cloud_dir(args), "localgg-cli-publisher")
+    info = client.publish(args.topic, args.payload.encode(), qos=args.qos, retain=args.retain)
+    info.wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    return 0
 
 
 def cmd_deployment_create(args: argparse.Namespace) -> int:
@@ -281,9 +428,11 @@ def parser() -> argparse.ArgumentParser:
     start = with_root(sub.add_parser("start", help="run the core in the foreground"))
     start.add_argument("--thing", default="localgg-thing", help="the thing name (AWS_IOT_THING_NAME)")
     start.add_argument("--region", default="us-east-1")
-    for setup in _extension_arguments():
-        setup(start)
+    start.add_argument("--cloud", metavar="DIR", help="connect to the IoT Core stand-in of `localgg cloud start --dir DIR`"
+                       " (the thing is provisioned on first use)")
     start.set_defaults(func=cmd_start)
+    with_root(sub.add_parser("status", help="(localgg) the core's state: IoT Core link, spool, components")
+              ).set_defaults(func=cmd_status)
 
     deployment = sub.add_parser("deployment", help="local deployments").add_subparsers(dest="action", required=True)
     create = with_root(deployment.add_parser("create", help="deploy components from local recipes and artifacts"))
@@ -312,6 +461,48 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("-n", "--names", required=True, action="append")
         p.set_defaults(func=func)
 
+    fault = sub.add_parser("fault", help="(localgg) inject faults").add_subparsers(dest="target", required=True)
+    link = with_root(fault.add_parser("link", help="the network between the core and IoT Core"))
+    link.add_argument("action", choices=["down", "up", "flap", "limit", "clear", "status"])
+    link.add_argument("--down", type=float, default=2.0, help="flap: seconds down")
+    link.add_argument("--up", type=float, default=5.0, help="flap: seconds up")
+    link.add_argument("--bandwidth", type=float, help="limit: bytes per second each way (0: none)")
+    link.add_argument("--latency", type=float, help="limit: milliseconds each way")
+    link.set_defaults(func=cmd_fault_link)
+    comp = with_root(fault.add_parser("component", help="SIGKILL a component's processes"))
+    comp.add_argument("action", choices=["kill"])
+    comp.add_argument("-n", "--name", required=True)
+    comp.set_defaults(func=cmd_fault_component)
+    core = with_root(fault.add_parser("core", help="restart the core (components restart, the memory spool is lost)"))
+    core.add_argument("action", choices=["restart"])
+    core.add_argument("--kill", action="store_true", help="SIGKILL the core, then start it again")
+    core.set_defaults(func=cmd_fault_core)
+    broker = fault.add_parser("broker", help="the IoT Core stand-in broker")
+    broker.add_argument("action", choices=["restart", "stop", "start", "status"])
+    broker.add_argument("--cloud", required=True, metavar="DIR")
+    broker.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    broker.set_defaults(func=cmd_fault_broker)
+
+    cloud = sub.add_parser("cloud", help="(localgg) the AWS side: IoT Core stand-in, shadows, recorder"
+                           ).add_subparsers(dest="action", required=True)
+    cstart = cloud.add_parser("start", help="run the broker and the cloud shadow service in the foreground")
+    cstart.add_argument("--dir", required=True)
+    cstart.add_argument("--port", type=int, default=0, help="the broker's TLS port (default: a free one)")
+    cstart.add_argument("--no-limits", action="store_true", help="no IoT Core packet size limit")
+    cstart.set_defaults(func=cmd_cloud_start)
+    record = cloud.add_parser("record", help="store every message on some topics with its arrival time")
+    record.add_argument("--cloud", required=True, metavar="DIR")
+    record.add_argument("--topic", action="append", required=True)
+    record.add_argument("--db", required=True)
+    record.set_defaults(func=cmd_cloud_record)
+    publish = cloud.add_parser("publish", help="publish one message as the cloud")
+    publish.add_argument("--cloud", required=True, metavar="DIR")
+    publish.add_argument("--topic", required=True)
+    publish.add_argument("--payload", required=True)
+    publish.add_argument("--qos", type=int, default=1, choices=[0, 1])
+    publish.add_argument("--retain", action="store_true")
+    publish.set_defaults(func=cmd_cloud_publish)
+
     logs = sub.add_parser("logs", help="component and core logs").add_subparsers(dest="action", required=True)
     get = with_root(logs.add_parser("get"))
     get.add_argument("-lf", "--log-file", action="append")
@@ -319,14 +510,6 @@ def parser() -> argparse.ArgumentParser:
     get.add_argument("-fol", "--follow", action="store_true")
     get.set_defaults(func=cmd_logs_get)
     return top
-
-
-def _extension_arguments() -> list:
-    try:
-        from .extensions import ARGUMENTS
-    except ImportError:
-        return []
-    return list(ARGUMENTS)
 
 
 def main(argv: list[str] | None = None) -> int:

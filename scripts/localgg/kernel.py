@@ -37,6 +37,11 @@ from .interpolate import Scope, interpolate_tree
 from .ipc.cli import CliHandlers
 from .ipc.config import ConfigHandlers
 from .ipc.lifecycle import LifecycleHandlers
+from .ipc.mqttproxy import MqttProxyHandlers
+from .iotcore.bridge import CloudSettings, IoTCoreBridge
+from .control import ControlServer
+from .ipc.shadow import ShadowHandlers
+from .shadow.manager import ShadowManager
 from .ipc.pubsub import PubSubHandlers
 from .processes import Reaper, kill_leftover_groups, log_line
 from .pubsub import PubSub
@@ -143,9 +148,16 @@ class Kernel:
         self.dispatcher.add(*ConfigHandlers(self.config, lambda component: self.save_soon()).operations())
         self.dispatcher.add(*LifecycleHandlers(self.report_state).operations())
         self.dispatcher.add(*CliHandlers(self).operations())
+        self.iotcore = IoTCoreBridge(self.root, thing_name, lambda: self.config.value(NUCLEUS, ["mqtt"], {}),
+                                     lambda: self.deployed("aws.greengrass.DiskSpooler"))
+        self.dispatcher.add(*MqttProxyHandlers(self.iotcore, self.authz).operations())
+        self.shadows = ShadowManager(self)
+        self.dispatcher.add(*ShadowHandlers(self.shadows).operations())
         self.server = IpcServer(self.socket_path, self.authenticate, self.dispatcher)
+        self.control = ControlServer(self)
         self.platform = device_platform()
-        self.extensions: list = []   # services added by later layers (mqtt proxy, shadows)
+        self.exit_requested: asyncio.Event | None = None
+        self.restart_requested = False
 
     # -- paths ----------------------------------------------------------------------
 
@@ -175,6 +187,7 @@ class Kernel:
         self._setup_logging()
         self._queue = asyncio.Queue()
         self._changed = asyncio.Event()
+        self.exit_requested = asyncio.Event()
         self._kill_leftovers()
         self._reaper = Reaper.start(self.path("config", "process-groups.json"), self.path("work"))
         for name, (version, state, defaults) in BUILTINS.items():
@@ -183,9 +196,10 @@ class Kernel:
                 self.config.replace(name, defaults, 1)
         self._restore()
         self.token_for(CLI)
-        for ext in self.extensions:
-            await ext.start()
+        await self.iotcore.start(self.cloud_settings())
+        await self.shadows.start()
         await self.server.start()
+        await self.control.start()
         self._write_cli_info()
         self._worker = asyncio.ensure_future(self._deployment_worker())
         for comp in self.components.values():
@@ -196,8 +210,9 @@ class Kernel:
         if self._worker is not None:
             self._worker.cancel()
         await asyncio.gather(*(c.close() for c in self.components.values()), return_exceptions=True)
-        for ext in reversed(self.extensions):
-            await ext.stop()
+        await self.shadows.stop()
+        await self.iotcore.stop()
+        await self.control.stop()
         await self.server.stop()
         self.save()
         self._pgids.clear()
@@ -221,6 +236,14 @@ class Kernel:
         info = self.path("cli_ipc_info", "localgg-cli")
         info.write_text(json.dumps({"cli_auth_token": self._token_of[CLI], "socket_path": self.socket_path}))
         info.chmod(0o600)
+
+    def cloud_settings(self) -> CloudSettings | None:
+        """Where IoT Core is, from `config/cloud.json` (written by `localgg start --cloud`)."""
+        path = self.path("config", "cloud.json")
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return CloudSettings(data["host"], int(data["port"]), Path(data["cert"]), Path(data["key"]), Path(data["ca"]))
 
     # -- identity -------------------------------------------------------------------
 
@@ -254,7 +277,7 @@ class Kernel:
             if extra not in path.split(":") and os.path.isdir(extra):
                 path = f"{path}:{extra}" if path else extra
         token = self.token_for(component)
-        root_ca = self.path("rootCA.pem")
+        root_ca = self.path("rootCA.pem")  # written when the thing is provisioned
         env.update({
             "PATH": path,
             "SVCUID": token,
@@ -357,6 +380,20 @@ class Kernel:
 
     def _new_component(self, spec: ServiceSpec) -> lc.Component:
         return lc.Component(spec.name, spec.version, spec.lifecycle, spec.dependencies, self)
+
+    def request_exit(self, restart: bool = False) -> None:
+        """Ask whoever runs the kernel (`localgg start`) to stop it, and to start it again."""
+        self.restart_requested = restart
+        self.exit_requested.set()
+
+    def kill_component(self, name: str) -> int | None:
+        comp = self.components.get(name)
+        return None if comp is None else comp.kill()
+
+    def status(self) -> dict:
+        return {"pid": os.getpid(), "root": str(self.root), "thing": self.thing_name,
+                "iotcore": self.iotcore.status(),
+                "components": {n: self.state_of(n) for n in sorted(set(self.components) | set(self.builtins))}}
 
     # -- the CLI's operations -------------------------------------------------------
 
@@ -483,7 +520,8 @@ class Kernel:
         builtin_versions.update({n: v[0] for n, v in AVAILABLE.items()})
         versions = resolve(roots, self.recipes, running, builtin_versions)
         updates = request.get("componentToConfiguration") or {}
-        recipes: dict[str, Recipe] = {n: self.recipes.get(n, v) for n, v in versions.items() if n not in self.builtins}
+        recipes: dict[str, Recipe] = {n: self.recipes.get(n, v) for n, v in versions.items()
+                                      if n not in builtin_versions}
         plan: dict[str, ServiceSpec] = {}
         for name, version in versions.items():
             current = self.config.value(name) if (name in self.specs or name in self.builtins) else None

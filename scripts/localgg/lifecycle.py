@@ -147,6 +147,12 @@ class Component:
         self._poke()
         return True
 
+    def kill(self) -> int:
+        """SIGKILL every script of this component (a fault). Returns how many process groups."""
+        for script in self._scripts:
+            script.kill()
+        return len(self._scripts)
+
     @property
     def settled(self) -> bool:
         """RUNNING or FINISHED with no restart, reinstall or start still to carry out."""

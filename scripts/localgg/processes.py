@@ -144,6 +144,10 @@ class Script:
     def running(self) -> bool:
         return not self._exited.done()
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group now."""
+        _signal_group(self.pid, signal.SIGKILL)
+
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         """SIGTERM the whole process group, SIGKILL whatever is left after `grace` seconds."""
         if self.running:

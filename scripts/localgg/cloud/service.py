@@ -1,0 +1,102 @@
+"""The cloud process: the IoT Core stand-in broker, the cloud shadow service, a control socket.
+
+Usage::
+
+    cloud = Cloud(Path("cloud"))
+    cloud.start()                          # writes cloud/endpoint.json
+    cloud.provision(Path("root"), "thing") # a thing certificate, and root/config/cloud.json for the core
+    cloud.broker.restart()                 # a fault
+    cloud.stop()
+
+`localgg cloud start --dir DIR` runs it in the foreground; `localgg fault broker ...`
+talks to its control socket (`DIR/control.sock`, one JSON object per line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socketserver
+import threading
+from pathlib import Path
+
+from .broker import Broker
+from .pki import CertificateAuthority
+
+
+def provision(cloud_dir: Path, root: Path, thing_name: str) -> None:
+    """Register a thing: its certificate in `root` (like IoT Core's CreateKeysAndCertificate), and
+    where IoT Core is in root/config/cloud.json. The cloud must have started once (endpoint.json)."""
+    cloud_dir, root = cloud_dir.resolve(), root.resolve()
+    endpoint = json.loads((cloud_dir / "endpoint.json").read_text())
+    cert, key, root_ca = root / "thingCert.crt", root / "privKey.key", root / "rootCA.pem"
+    if not (cert.exists() and key.exists() and root_ca.exists()):
+        CertificateAuthority.load_or_create(cloud_dir / "pki").issue_client(root, thing_name)
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    (root / "config" / "cloud.json").write_text(json.dumps(
+        {"cloud": str(cloud_dir), "host": endpoint["host"], "port": endpoint["port"], "cert": str(cert),
+         "key": str(key), "ca": str(root_ca)}))
+
+
+class Cloud:
+    def __init__(self, directory: Path, port: int = 0, limits: bool = True) -> None:
+        self.directory = directory.resolve()
+        self.broker = Broker(self.directory, port, limits)
+        self.shadows = None
+        self._control: socketserver.UnixStreamServer | None = None
+
+    def start(self, shadows: bool = True) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.broker.start()
+        (self.directory / "endpoint.json").write_text(json.dumps(
+            {"host": "127.0.0.1", "port": self.broker.port, "ca": str(self.directory / "pki" / "ca.crt"),
+             "pid": os.getpid()}))
+        if shadows:
+            from .shadow_service import ShadowService
+            self.shadows = ShadowService(self.directory)
+            self.shadows.start()
+
+    def stop(self) -> None:
+        if self._control is not None:
+            self._control.shutdown()
+            self._control.server_close()
+        if self.shadows is not None:
+            self.shadows.stop()
+        self.broker.stop()
+
+    def provision(self, root: Path, thing_name: str) -> None:
+        provision(self.directory, root, thing_name)
+
+    # -- control ------------------------------------------------------------------------
+
+    def serve_control(self) -> None:
+        path = self.directory / "control.sock"
+        path.unlink(missing_ok=True)
+        cloud = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                request = json.loads(self.rfile.readline() or b"{}")
+                try:
+                    reply = cloud.control(request)
+                except Exception as exc:  # report, do not die
+                    reply = {"error": f"{type(exc).__name__}: {exc}"}
+                self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+        self._control = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+        threading.Thread(target=self._control.serve_forever, daemon=True).start()
+
+    def control(self, request: dict) -> dict:
+        action = request.get("broker")
+        kill = bool(request.get("kill"))
+        if action == "restart":
+            self.broker.restart(kill=kill)
+        elif action == "stop":
+            self.broker.stop(kill=kill)
+        elif action == "start":
+            if not self.broker.running:
+                self.broker.start()
+        elif action not in (None, "status"):
+            return {"error": f"unknown broker action {action!r}"}
+        return {"broker": {"running": self.broker.running, "port": self.broker.port,
+                           "pid": self.broker.process.pid if self.broker.running else None}}
