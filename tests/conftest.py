@@ -108,7 +108,7 @@ def cloud_dir():
     from localgg.cloud.service import Cloud
     base = short_tmp("lggc-")
     cloud = Cloud(base / "cloud")
-    cloud.start(shadows=False)
+    cloud.start()
     yield cloud
     cloud.stop()
     shutil.rmtree(base, ignore_errors=True)

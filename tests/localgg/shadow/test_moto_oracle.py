@@ -33,6 +33,26 @@ is kept out of the generated domain or asserted below:
 Emptied objects: moto keeps `{}` after its last key is deleted and creates `{}` from an
 object of nulls; we keep the first but not the second, and the deltas of `{}` differ →
 nested patches always carry a non-null "y", so no object is ever emptied.
+
+test_local_flavour_matches_moto_where_they_agree replays the same sequences with flavour=LOCAL
+(ShadowManager) and asserts the same things. All 14 exclusions above hold for it too; the
+LOCAL-vs-CLOUD list in document.py's docstring (LOCAL n below) adds:
+ L1 (LOCAL 8) nulls in a first write into an absent section, or inside an object that replaces
+    a non-object, are stored by LOCAL (with no metadata) and dropped by moto → `agreeable`
+    strips exactly those nulls from the request (a section left empty is left out, see 3)
+    before both see it; asserted in test_local_keeps_first_write_nulls.
+ L2 (LOCAL 11) versions restart at 1 after a delete (deleted_version is ignored); moto goes on
+    from its tombstone → the versions must differ by exactly moto's last tombstone; asserted.
+ L3 (LOCAL 10) stale metadata.desired after `"desired": {}` with reported present → never
+    generated (see 3); asserted in test_local_desired_empty_quirks.
+ L4 (LOCAL 6) versions: LOCAL cuts numbers to int and wants 1 on a missing shadow, moto
+    ignores `version` (see 8) → only the current integer version of an existing shadow is sent.
+ L5 (LOCAL 9) a key named "state" inside a section clears or no-ops it in LOCAL only → keys
+    are only "a" and "b".
+ L6 (LOCAL 1-5, 7, 12) parsing, schema, state.delta, clientToken length, arrays holding null,
+    key order → only valid requests with int arrays are generated, payload order not compared.
+Everything else (merge, deletion by null, `"state": null`, `{"state": {}}`, mirrored sections,
+delete, delta, metadata shape, stamped and kept timestamps) must be equal, as for CLOUD.
 """
 
 from __future__ import annotations
@@ -45,7 +65,7 @@ from hypothesis import strategies as st
 from moto.iotdata.models import FakeShadow
 
 from localgg.shadow import document as sd
-from localgg.shadow.document import CLOUD
+from localgg.shadow.document import CLOUD, LOCAL
 
 SCALAR = st.sampled_from([2, 3, 3.0, 2.5, "s", True, False])   # few values: equal ones meet often
 ARRAY = st.lists(st.integers(2, 3), max_size=2)
@@ -113,9 +133,10 @@ def moto_metadata(shadow: FakeShadow) -> dict:
             if v is not None}
 
 
-def check_step(ours: sd.UpdateResult, previous: sd.Shadow | None, moto: FakeShadow, now: int) -> None:
+def check_step(ours: sd.UpdateResult, previous: sd.Shadow | None, moto: FakeShadow, now: int,
+               offset: int = 0) -> None:
     shadow = ours.shadow
-    assert shadow.version == moto.version
+    assert shadow.version == moto.version - offset
     assert strict(shadow.state) == strict(moto_state(moto))
     expected_delta = prune_empty(FakeShadow.parse_payload(moto.desired, moto.reported)) or None
     assert strict(None if ours.delta is None else ours.delta["state"]) == strict(expected_delta)
@@ -130,10 +151,21 @@ def check_step(ours: sd.UpdateResult, previous: sd.Shadow | None, moto: FakeShad
     assert all(old[p] == t for p, t in leaves(shadow.metadata).items() if p not in stamped)
 
 
-@settings(max_examples=300, deadline=None)
-@given(ops=OPS)
-def test_cloud_flavour_matches_moto(ops):
-    ours, moto, tombstone = None, None, None
+def strip_nulls(node: object) -> object:
+    return {k: strip_nulls(v) for k, v in node.items() if v is not None} if isinstance(node, dict) else node
+
+
+def agreeable(patch: dict, old: object) -> dict:
+    """`patch` without the nulls LOCAL would store verbatim (L1): those of a first write into an
+    absent section and of an object replacing a non-object; nulls merged into objects stay."""
+    if not isinstance(old, dict):
+        return strip_nulls(patch)
+    return {k: agreeable(v, old[k]) if isinstance(v, dict) and k in old else v for k, v in patch.items()}
+
+
+def replay(ops: list, flavour: str) -> None:
+    local = flavour == LOCAL
+    ours, moto, tombstone, offset = None, None, None, 0
     for step, op in enumerate(ops, 1):
         now = 1000 * step
         if op == "delete":
@@ -141,28 +173,44 @@ def test_cloud_flavour_matches_moto(ops):
                 continue
             tombstone, ours = sd.tombstone_version(ours), None
             moto = FakeShadow.create_from_previous_version(moto, None)
-            assert moto.version == tombstone
+            assert moto.version == tombstone + offset
+            offset = moto.version if local else 0     # L2: LOCAL restarts at 1
             continue
         if op[0] == "mirror":
             source = {"desired": "reported", "reported": "desired"}[op[1]]
             op = ({op[1]: twin((ours.state if ours else {}).get(source) or {"a": 2})}, False, False)
         state, send_version, send_token = op
+        if local and state is not None:
+            current = ours.state if ours else {}
+            state = {k: p for k, v in state.items() if (p := agreeable(v, current.get(k)))}
         request = {"state": state}
         if send_version and ours is not None:
             request["version"] = ours.version
         if send_token:
             request["clientToken"] = f"token-{step}"
-        result = sd.update(ours, json.dumps(request).encode(), now, flavour=CLOUD, deleted_version=tombstone)
+        result = sd.update(ours, json.dumps(request).encode(), now, flavour=flavour, deleted_version=tombstone)
         moto = FakeShadow.create_from_previous_version(moto, copy.deepcopy(request))
-        check_step(result, ours, moto, now)
+        check_step(result, ours, moto, now, offset)
         assert result.accepted["state"] == state and result.client_token == request.get("clientToken")
         ours = result.shadow
 
 
-def cloud(*states: object) -> tuple[sd.UpdateResult, FakeShadow]:
+@settings(max_examples=300, deadline=None)
+@given(ops=OPS)
+def test_cloud_flavour_matches_moto(ops):
+    replay(ops, CLOUD)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=OPS)
+def test_local_flavour_matches_moto_where_they_agree(ops):
+    replay(ops, LOCAL)
+
+
+def cloud(*states: object, flavour: str = CLOUD) -> tuple[sd.UpdateResult, FakeShadow]:
     ours, moto, result = None, None, None
     for step, state in enumerate(states, 1):
-        result = sd.update(ours, json.dumps({"state": state}).encode(), 1000 * step, flavour=CLOUD)
+        result = sd.update(ours, json.dumps({"state": state}).encode(), 1000 * step, flavour=flavour)
         ours = result.shadow
         moto = FakeShadow.create_from_previous_version(moto, {"state": copy.deepcopy(state)})
     return result, moto
@@ -199,3 +247,33 @@ def test_delete_versions():                             # difference 11
     again = sd.update(None, b'{"state":{"reported":{"a":3}}}', 9, flavour=CLOUD, deleted_version=3)
     recreated = FakeShadow.create_from_previous_version(tomb, {"state": {"reported": {"a": 3}}})
     assert again.shadow.version == recreated.version == 4
+
+
+def test_local_keeps_first_write_nulls():                # L1
+    first = {"reported": {"a": {"y": 2, "x": None}, "b": None}}
+    ours, moto = cloud(first, flavour=LOCAL)
+    assert ours.shadow.state == first and moto_state(moto) == {"reported": {"a": {"y": 2}}}
+    assert ours.shadow.metadata == {"reported": {"a": {"y": {"timestamp": 1000}}}}
+    ours, moto = cloud({"reported": {"a": 3}}, {"reported": {"a": {"y": 2, "x": None}}}, flavour=LOCAL)
+    assert ours.shadow.state == {"reported": {"a": {"y": 2, "x": None}}}
+    assert moto_state(moto) == {"reported": {"a": {"y": 2}}}
+    ours, moto = cloud({"desired": {"a": None}}, {"desired": {"b": 2}}, flavour=LOCAL)
+    assert (ours.shadow.state, moto_state(moto)) == ({"desired": {"a": None, "b": 2}}, {"desired": {"b": 2}})
+    assert agreeable(first["reported"], None) == {"a": {"y": 2}}
+    assert agreeable({"a": {"y": 2, "x": None}, "b": None}, {"a": {"y": 3}}) == {"a": {"y": 2, "x": None}, "b": None}
+
+
+def test_local_desired_empty_quirks():                  # L3, with moto differences 2 and 3
+    for section, stale in ((None, False), ({}, True)):
+        ours, moto = cloud({"desired": {"a": 1}, "reported": {"b": 1}}, {"desired": section}, flavour=LOCAL)
+        assert ours.shadow.state == {"reported": {"b": 1}} and ("desired" in ours.shadow.metadata) == stale
+        assert moto_state(moto) == {"desired": {"a": 1}, "reported": {"b": 1}}
+
+
+def test_local_versions_restart_after_delete():         # L2
+    ours, moto = cloud({"reported": {"a": 1}}, {"reported": {"a": 2}}, flavour=LOCAL)
+    tomb = FakeShadow.create_from_previous_version(moto, None)
+    again = sd.update(None, b'{"state":{"reported":{"a":3}}}', 9, flavour=LOCAL,
+                      deleted_version=sd.tombstone_version(ours.shadow))
+    recreated = FakeShadow.create_from_previous_version(tomb, {"state": {"reported": {"a": 3}}})
+    assert (again.shadow.version, recreated.version) == (1, 4)
