@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run everything on a machine that has nothing but Python 3.
 
-    python3 scripts/dev.py run [--seconds N]   build, start a local core, deploy, show it working
+    python3 scripts/dev.py run [--seconds N]   build, start the cloud side and a local core, deploy, show it working
     python3 scripts/dev.py test [PYTEST ARGS]  the test suite (what CI runs)
     python3 scripts/dev.py bench [ARGS]        the benchmarks
 
@@ -45,6 +45,28 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def ensure_mosquitto() -> str | None:
+    """Debian's mosquitto, installed if missing (as root, or with passwordless sudo)."""
+    found = find_mosquitto()
+    if found or not shutil.which("apt-get"):
+        return found
+    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if prefix is None:
+        return None
+    say("installing mosquitto (Debian package) for the IoT Core stand-in")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = prefix + ["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"]
+    for command in (install, prefix + ["apt-get", "update", "-q"], install):
+        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if find_mosquitto():
+            break
+    return find_mosquitto()
+
+
 def venv_env() -> dict[str, str]:
     """The environment for the core: its components find this venv's python3 first."""
     env = dict(os.environ)
@@ -59,6 +81,10 @@ def localgg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def cmd_test(args: list[str]) -> int:
     ensure_venv()
+    if ensure_mosquitto() is None:
+        print("The tests need mosquitto (Debian package mosquitto) and it could not be installed here: "
+              "install it, then run this again.", file=sys.stderr)
+        return 1
     say("running the tests")
     return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=venv_env()).returncode
 
@@ -71,23 +97,41 @@ def cmd_bench(args: list[str]) -> int:
 def cmd_run(args: list[str]) -> int:
     seconds = float(args[args.index("--seconds") + 1]) if "--seconds" in args else None
     ensure_venv()
+    if ensure_mosquitto() is None:
+        say("mosquitto could not be installed here: falling back to the embedded broker amqtt (pip)")
+        subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "amqtt>=0.11"], check=True)
     say("building the components (scripts/build.py, GDK's zip rules)")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build.py")], check=True)
-    root = RUN_ROOT / "root"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    say(f"starting a local Greengrass core under {root}")
-    core_log = open(RUN_ROOT / "core.out", "w")
-    core = subprocess.Popen([str(PYTHON), "-m", "localgg", "start", "--root", str(root), "--thing", "backfill-dev"],
-                            env=venv_env(), stdout=core_log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while not (root / "localgg.pid").exists():
-            if core.poll() is not None or time.monotonic() > deadline:
-                print((RUN_ROOT / "core.out").read_text(), file=sys.stderr)
-                raise SystemExit("the core did not start")
+    if RUN_ROOT.exists():
+        shutil.rmtree(RUN_ROOT)
+    RUN_ROOT.mkdir(parents=True)
+    cloud, root, received_db = RUN_ROOT / "cloud", RUN_ROOT / "root", RUN_ROOT / "iot-core-received.db"
+    processes: list[subprocess.Popen] = []
+
+    def spawn(log_name: str, *localgg_args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([str(PYTHON), "-m", "localgg", *localgg_args], env=venv_env(),
+                                stdout=open(RUN_ROOT / log_name, "w"), stderr=subprocess.STDOUT)
+        processes.append(proc)
+        return proc
+
+    def wait_for_file(path: Path, proc: subprocess.Popen, log_name: str, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                print((RUN_ROOT / log_name).read_text(), file=sys.stderr)
+                raise SystemExit(f"{what} did not start")
             time.sleep(0.1)
+
+    try:
+        say(f"starting the cloud side (IoT Core stand-in with mutual TLS, shadow service) in {cloud}")
+        proc = spawn("cloud.out", "cloud", "start", "--dir", str(cloud), "--broker", "auto")
+        wait_for_file(cloud / "control.sock", proc, "cloud.out", "the cloud")
+        print("    " + (RUN_ROOT / "cloud.out").read_text().strip().replace("\n", "\n    "))
+        proc = spawn("recorder.out", "cloud", "record", "--cloud", str(cloud), "--topic", "dt/#",
+                     "--db", str(received_db))
+        say(f"starting a local Greengrass core under {root}, connected to it")
+        proc = spawn("core.out", "start", "--root", str(root), "--thing", "backfill-dev", "--cloud", str(cloud))
+        wait_for_file(root / "localgg.pid", proc, "core.out", "the core")
         build = ROOT / "greengrass-build"
         say("deploying com.example.Bundle (the producer and the consumer) with the CLI")
         localgg("deployment", "create", "--root", str(root), "--recipeDir", str(build / "recipes"),
@@ -108,15 +152,26 @@ def cmd_run(args: list[str]) -> int:
             follow.wait()
         received = root / "work" / "com.example.Consumer" / "received.jsonl"
         count = len(received.read_text().splitlines()) if received.exists() else 0
-        say(f"the consumer received {count} messages; logs are in {root / 'logs'}")
-        return 0 if count else 1
+        cloud_count = _count_rows(received_db)
+        say(f"the consumer received {count} messages over local pub/sub; IoT Core received {cloud_count} "
+            f"(recorded in {received_db}); logs are in {root / 'logs'}")
+        return 0 if count and cloud_count else 1
     finally:
-        say("stopping the core")
-        core.send_signal(signal.SIGTERM)
-        try:
-            core.wait(60)
-        except subprocess.TimeoutExpired:
-            core.kill()
+        say("stopping the core and the cloud")
+        for proc in reversed(processes):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _count_rows(db: Path) -> int:
+    import sqlite3
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
 
 
 COMMANDS = {"run": cmd_run, "test": cmd_test, "bench": cmd_bench}

@@ -230,14 +230,17 @@ def cmd_fault_broker(args: argparse.Namespace) -> int:
 
 def cmd_cloud_start(args: argparse.Namespace) -> int:
     from .cloud.service import Cloud
-    cloud = Cloud(Path(args.dir), args.port, limits=not args.no_limits)
+    cloud = Cloud(Path(args.dir), args.port, limits=not args.no_limits, broker=args.broker)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cloud.start()
     cloud.serve_control()
+    if cloud.broker.mqtt_version == "mqtt3":
+        print("mosquitto is not installed: using the embedded amqtt broker instead (MQTT 3.1.1, client "
+              "certificates optional, no IoT Core packet size limit); cores connect with mqtt.version mqtt3", flush=True)
     print(f"localgg cloud running in {cloud.directory}: IoT Core at 127.0.0.1:{cloud.broker.port} "
-          f"(mutual TLS, CA {cloud.directory / 'pki' / 'ca.crt'})", flush=True)
+          f"(TLS, CA {cloud.directory / 'pki' / 'ca.crt'}, broker {type(cloud.broker).__name__})", flush=True)
     stop.wait()
     cloud.stop()
     return 0
@@ -489,6 +492,8 @@ def parser() -> argparse.ArgumentParser:
     cstart.add_argument("--dir", required=True)
     cstart.add_argument("--port", type=int, default=0, help="the broker's TLS port (default: a free one)")
     cstart.add_argument("--no-limits", action="store_true", help="no IoT Core packet size limit")
+    cstart.add_argument("--broker", choices=["mosquitto", "amqtt", "auto"], default="mosquitto",
+                        help="auto: mosquitto if installed, else the pip-installable amqtt (MQTT 3.1.1)")
     cstart.set_defaults(func=cmd_cloud_start)
     record = cloud.add_parser("record", help="store every message on some topics with its arrival time")
     record.add_argument("--cloud", required=True, metavar="DIR")

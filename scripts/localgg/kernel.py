@@ -243,7 +243,8 @@ class Kernel:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return CloudSettings(data["host"], int(data["port"]), Path(data["cert"]), Path(data["key"]), Path(data["ca"]))
+        return CloudSettings(data["host"], int(data["port"]), Path(data["cert"]), Path(data["key"]), Path(data["ca"]),
+                             data.get("mqtt", "mqtt5"))
 
     # -- identity -------------------------------------------------------------------
 
@@ -539,8 +540,14 @@ class Kernel:
             self._prepare_artifacts(recipe, selected.artifacts)
             plan[name].dependencies = {d: spec.type for d, spec in recipe.dependencies.items()}
             plan[name].lifecycle = selected.lifecycle
+        interpolate_config = str(plan[NUCLEUS].configuration.get("interpolateComponentConfiguration", "false")
+                                 if NUCLEUS in plan else self.config.value(NUCLEUS, ["interpolateComponentConfiguration"],
+                                                                           False)).lower() == "true"
         for name in recipes:
-            plan[name].lifecycle = interpolate_tree(plan[name].lifecycle, self._scope(plan, name, recipes))
+            scope = self._scope(plan, name, recipes)
+            plan[name].lifecycle = interpolate_tree(plan[name].lifecycle, scope)
+            if interpolate_config:  # system variables only, no {configuration:...} (nucleus >= 2.6)
+                plan[name].configuration = interpolate_tree(plan[name].configuration, Scope(values=scope.values))
         return plan, {n: versions[n] for n in roots}
 
     def _scope(self, plan: dict[str, ServiceSpec], name: str, recipes: dict[str, Recipe], deps: bool = True) -> Scope:

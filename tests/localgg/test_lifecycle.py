@@ -183,3 +183,20 @@ def test_configuration_reset_and_merge_in_deployments(deployer):
              message="the lifecycle to be interpolated again and restarted")
     deploy_update({"RESET": ["/color", "/extra"]})
     assert deployer.core.call(lambda: deployer.core.kernel.config.value("com.ex.Conf")) == {"color": "red", "size": 1}
+
+
+def test_system_variables_in_configuration_need_interpolate_component_configuration(deployer):
+    config = {"topic": "dt/{iot:thingName}/x", "work": "{work:path}", "self": "{configuration:/topic}"}
+    deployer.recipe("com.ex.Vars", {"Run": "true"}, config=config)
+    deployer.deploy(com_ex_Vars="1.0.0")
+    value = lambda: deployer.core.call(lambda: deployer.core.kernel.config.value("com.ex.Vars"))  # noqa: E731
+    assert value()["topic"] == "dt/{iot:thingName}/x"  # off by default, as on the nucleus
+    cli = deployer.cli
+    deployment_id = cli.create_local_deployment(
+        root_component_versions_to_add={"aws.greengrass.Nucleus": "2.18.2"},
+        component_to_configuration={"aws.greengrass.Nucleus": {"MERGE": {"interpolateComponentConfiguration": True}},
+                                    "com.ex.Vars": {"RESET": [""]}}).deployment_id
+    wait_for(lambda: deployer.finished(deployment_id), 30)
+    assert value()["topic"] == "dt/test-thing/x"
+    assert value()["work"] == str(deployer.work("com.ex.Vars"))
+    assert value()["self"] == "{configuration:/topic}"

@@ -18,12 +18,14 @@ package (root, or passwordless sudo).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,6 +82,8 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
 
 
 class Broker:
+    mqtt_version = "mqtt5"
+
     def __init__(self, directory: Path, port: int = 0, limits: bool = True) -> None:
         self.directory = directory
         self.port = port or free_port()
@@ -145,3 +149,39 @@ class Broker:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def find_amqtt() -> str | None:
+    return shutil.which("amqtt", path=str(Path(sys.executable).parent)) or shutil.which("amqtt")
+
+
+class EmbeddedBroker(Broker):
+    """The fallback when mosquitto cannot be installed: amqtt (pip), TLS, MQTT 3.1.1 only.
+
+    Client certificates are checked when presented but not required, and there is no
+    packet size limit: the main job says so when it uses this."""
+
+    mqtt_version = "mqtt3"
+
+    def _config(self) -> Path:
+        ca = CertificateAuthority.load_or_create(self.pki)
+        if not (self.pki / "server.crt").exists():
+            ca.issue_server(self.pki, ["localhost", "127.0.0.1"])
+        config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}", "ssl": True,
+                                            "cafile": str(self.pki / "ca.crt"),
+                                            "certfile": str(self.pki / "server.crt"),
+                                            "keyfile": str(self.pki / "server.key")}},
+                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+        path = self.directory / "amqtt.yaml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        return path
+
+    def start(self, timeout: float = 15.0) -> None:
+        binary = find_amqtt()
+        if binary is None:
+            raise BrokerError("neither mosquitto nor amqtt is installed")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / "amqtt.log", "a")
+        self.process = subprocess.Popen([binary, "-c", str(self._config())], stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        wait_for_port(self.port, timeout, self.process)

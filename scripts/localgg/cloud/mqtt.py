@@ -31,7 +31,8 @@ def connect(cloud_dir: Path, name: str, on_message=None, timeout: float = 10.0) 
     """A connected MQTT 5 client with its network loop running; `on_message(client, userdata, message)`."""
     info = endpoint(cloud_dir)
     cert, key, ca = client_files(cloud_dir, name)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=paho.MQTTv5)
+    protocol = paho.MQTTv311 if info.get("mqtt") == "mqtt3" else paho.MQTTv5
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol)
     client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
     connected = threading.Event()
     topics: dict[str, int] = {}

@@ -20,7 +20,7 @@ import socketserver
 import threading
 from pathlib import Path
 
-from .broker import Broker
+from .broker import Broker, BrokerError, EmbeddedBroker, find_mosquitto
 from .pki import CertificateAuthority
 
 
@@ -35,13 +35,23 @@ def provision(cloud_dir: Path, root: Path, thing_name: str) -> None:
     (root / "config").mkdir(parents=True, exist_ok=True)
     (root / "config" / "cloud.json").write_text(json.dumps(
         {"cloud": str(cloud_dir), "host": endpoint["host"], "port": endpoint["port"], "cert": str(cert),
-         "key": str(key), "ca": str(root_ca)}))
+         "key": str(key), "ca": str(root_ca), "mqtt": endpoint.get("mqtt", "mqtt5")}))
 
 
 class Cloud:
-    def __init__(self, directory: Path, port: int = 0, limits: bool = True) -> None:
+    def __init__(self, directory: Path, port: int = 0, limits: bool = True, broker: str = "mosquitto") -> None:
+        """`broker`: "mosquitto", "amqtt" (the embedded fallback, MQTT 3.1.1), or "auto"
+        (mosquitto when it is installed, else amqtt)."""
         self.directory = directory.resolve()
-        self.broker = Broker(self.directory, port, limits)
+        if broker == "auto":
+            broker = "mosquitto" if find_mosquitto() else "amqtt"
+        if broker == "amqtt":
+            self.broker: Broker = EmbeddedBroker(self.directory, port, limits=False)
+        elif find_mosquitto() is None:
+            raise BrokerError("mosquitto is not installed (Debian package mosquitto; python3 scripts/dev.py "
+                              "installs it)")
+        else:
+            self.broker = Broker(self.directory, port, limits)
         self.shadows = None
         self._control: socketserver.UnixStreamServer | None = None
 
@@ -50,7 +60,7 @@ class Cloud:
         self.broker.start()
         (self.directory / "endpoint.json").write_text(json.dumps(
             {"host": "127.0.0.1", "port": self.broker.port, "ca": str(self.directory / "pki" / "ca.crt"),
-             "pid": os.getpid()}))
+             "pid": os.getpid(), "broker": type(self.broker).__name__, "mqtt": self.broker.mqtt_version}))
         if shadows:
             from .shadow_service import ShadowService
             self.shadows = ShadowService(self.directory)

@@ -80,6 +80,7 @@ class CloudSettings:
     cert: Path
     key: Path
     ca: Path
+    mqtt: str = "mqtt5"   # what the broker speaks; the Nucleus's mqtt.version wins when set
 
     def ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
@@ -233,7 +234,7 @@ class IoTCoreBridge:
                     "127.0.0.1", self.link.port, self.settings.ssl_context(), client_id=self.thing_name,
                     clean_start=clean_start, on_message=self._on_message, on_lost=self._on_lost,
                     keepalive=max(1, int(self._number("keepAliveTimeoutMs", 0) / 1000)),
-                    server_hostname=self.settings.host)
+                    version=4 if self._mqtt_version() == "mqtt3" else 5, server_hostname=self.settings.host)
             except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
                 delay = self._backoff(attempt)
                 attempt += 1
@@ -267,6 +268,9 @@ class IoTCoreBridge:
             delay = self._backoff(attempt)
             attempt += 1
             await asyncio.sleep(delay)
+
+    def _mqtt_version(self) -> str:
+        return str(self._mqtt_config().get("version") or self.settings.mqtt)
 
     def _backoff(self, attempt: int) -> float:
         low = self._number("minimumReconnectDelaySeconds", 0.0)
