@@ -160,6 +160,7 @@ class IoTCoreBridge:
         self._cloud_subs: dict[str, int] = {}
         self._local: list[LocalSubscription] = []
         self._listeners: list[Callable[[bool], None]] = []
+        self._stopping = False
         self._rates = (RateLimiter(RATE_MESSAGES), RateLimiter(RATE_BYTES))
 
     # -- configuration -------------------------------------------------------------------
@@ -213,6 +214,7 @@ class IoTCoreBridge:
         self._tasks = [asyncio.ensure_future(self._connection_loop())]
 
     async def stop(self) -> None:
+        self._stopping = True  # asyncio.wait_for (< 3.12) can swallow a cancellation: the loop checks this too
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -228,7 +230,7 @@ class IoTCoreBridge:
     async def _connection_loop(self) -> None:
         attempt = 0
         clean_start = True
-        while True:
+        while not self._stopping:
             try:
                 conn = await MqttConnection.open(
                     "127.0.0.1", self.link.port, self.settings.ssl_context(), client_id=self.thing_name,
@@ -241,6 +243,9 @@ class IoTCoreBridge:
                 log.info("connecting to IoT Core failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            if self._stopping:
+                await conn.close()
+                return
             clean_start = False
             connected_at = time.monotonic()
             self._conn, self.online = conn, True

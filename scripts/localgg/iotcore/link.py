@@ -62,11 +62,14 @@ class Link:
     async def stop(self) -> None:
         self._stop_flapping()
         self._cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
         for task in list(self._tasks):
             task.cancel()
+        if self._server is not None:
+            self._server.close()
+            try:  # an accept that is still connecting upstream can hold wait_closed()
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                log.warning("the link proxy closed with connections still opening")
 
     def status(self) -> dict:
         return {"up": self.is_up, "bandwidth": self.bandwidth, "latency": self.latency,

@@ -126,7 +126,7 @@ class ShadowManager:
         self._pending: dict[str, asyncio.Future] = {}
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
-        self._syncing: set[tuple[str, str]] = set()
+        self._stopping = False
 
     # -- life ----------------------------------------------------------------------------
 
@@ -145,9 +145,10 @@ class ShadowManager:
         self.kernel.iotcore.add_listener(self._on_connection)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._worker is not None:
             self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await asyncio.wait([self._worker], timeout=5)
         if self._bus_subscription is not None:
             self._bus_subscription.cancel()
         if self.store is not None:
@@ -350,7 +351,7 @@ class ShadowManager:
                 self._queue.put_nowait(("full", thing, name, None, None))
 
     async def _sync_worker(self) -> None:
-        while True:
+        while not self._stopping:
             kind, thing, name, op, body = await self._queue.get()
             if not self.kernel.iotcore.online:
                 continue
