@@ -12,8 +12,8 @@ Clients authenticate with a certificate from the cloud's CA, as devices do with 
 headers) make mosquitto drop the connection. IoT Core's per-connection publish rate and
 throughput quotas are enforced by the nucleus's own client (see iotcore/spool.py), not here.
 
-`find_mosquitto()` looks on PATH and in /usr/sbin; `install_mosquitto()` tries the Debian
-package (root, or passwordless sudo).
+`find_mosquitto()` looks on PATH and in /usr/sbin (scripts/dev.py installs the Debian
+package when it is missing).
 """
 
 from __future__ import annotations
@@ -41,24 +41,6 @@ class BrokerError(RuntimeError):
 
 def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
-
-
-def install_mosquitto() -> str | None:
-    """Install Debian's mosquitto if missing. Returns its path, or None if that is impossible here."""
-    found = find_mosquitto()
-    if found or not shutil.which("apt-get"):
-        return found
-    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-    if prefix is None:
-        return None
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for attempt in (["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"],
-                    ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"]):
-        subprocess.run(prefix + attempt, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if find_mosquitto():
-            break
-    return find_mosquitto()
 
 
 def free_port() -> int:
