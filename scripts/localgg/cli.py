@@ -86,7 +86,7 @@ def _names(values: list[str]) -> list[str]:
 # -- commands -------------------------------------------------------------------------------
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from .kernel import Kernel
+    from .kernel import Kernel, write_private
     root = _root(args)
     root.mkdir(parents=True, exist_ok=True)
     if args.cloud:
@@ -94,9 +94,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         provision(Path(args.cloud), root, args.thing)
     (root / "config").mkdir(exist_ok=True)
     start_file = root / "config" / "start.json"
-    start_file.write_text(json.dumps({"argv": sys.argv[1:] if sys.argv[1:2] == ["start"] else ["start", "--root",
-                                      str(root), "--thing", args.thing], "env": dict(os.environ), "cwd": os.getcwd()}))
-    start_file.chmod(0o600)
+    argv = sys.argv[1:] if sys.argv[1:2] == ["start"] else ["start", "--root", str(root), "--thing", args.thing]
+    write_private(start_file, json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}))
     kernel = Kernel(root, thing_name=args.thing, region=args.region)
 
     async def main() -> bool:

@@ -19,8 +19,11 @@ Raises nothing for unknown paths: `get` returns None.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
+
+log = logging.getLogger("localgg.config")
 
 Path = tuple[str, ...]
 Watcher = Callable[[str, list[str]], None]
@@ -189,7 +192,10 @@ class ConfigStore:
             for path in paths:
                 lowered = tuple(k.lower() for k in path)
                 if lowered[:len(prefix)] == prefix or prefix[:len(lowered)] == lowered:
-                    callback(component, path)
+                    try:
+                        callback(component, path)
+                    except Exception:  # a watcher's failure must not stop the change
+                        log.exception("configuration watcher of %s failed", component)
 
     # -- persistence ----------------------------------------------------------------
 

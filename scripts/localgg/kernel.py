@@ -158,6 +158,7 @@ class Kernel:
         self.platform = device_platform()
         self.exit_requested: asyncio.Event | None = None
         self.restart_requested = False
+        self._stopping = False
 
     # -- paths ----------------------------------------------------------------------
 
@@ -207,8 +208,10 @@ class Kernel:
         log.info("localgg %s started at %s (thing %s)", NUCLEUS_VERSION, self.root, self.thing_name)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._worker is not None:
-            self._worker.cancel()
+            self._worker.cancel()  # a deployment half done: let its own cleanups run first
+            await asyncio.wait([self._worker], timeout=30)
         await asyncio.gather(*(c.close() for c in self.components.values()), return_exceptions=True)
         await self.shadows.stop()
         await self.iotcore.stop()
@@ -233,9 +236,8 @@ class Kernel:
         logger.addHandler(handler)
 
     def _write_cli_info(self) -> None:
-        info = self.path("cli_ipc_info", "localgg-cli")
-        info.write_text(json.dumps({"cli_auth_token": self._token_of[CLI], "socket_path": self.socket_path}))
-        info.chmod(0o600)
+        write_private(self.path("cli_ipc_info", "localgg-cli"),
+                      json.dumps({"cli_auth_token": self._token_of[CLI], "socket_path": self.socket_path}))
 
     def cloud_settings(self) -> CloudSettings | None:
         """Where IoT Core is, from `config/cloud.json` (written by `localgg start --cloud`)."""
@@ -313,7 +315,7 @@ class Kernel:
         self._save_pgids()
 
     def _save_pgids(self) -> None:
-        live = {p for p in self._pgids if _alive(p)}
+        live = {p for p in self._pgids if _group_alive(p)}
         self._pgids = live
         self.path("config", "process-groups.json").write_text(json.dumps(sorted(live)))
 
@@ -479,9 +481,10 @@ class Kernel:
             return self._finish(dep, "FAILED", "FAILED_NO_STATE_CHANGE", str(exc))
         previous = {n: ServiceSpec(n, s.version, s.lifecycle, s.dependencies,
                                    self.config.value(n, default={}), s.builtin) for n, s in self.specs.items()}
-        previous_roots = dict(self.groups.get(LOCAL_GROUP, {}))
-        started = self.clock()
-        self.groups[request.get("groupName") or LOCAL_GROUP] = roots
+        group = request.get("groupName") or LOCAL_GROUP
+        previous_roots = dict(self.groups.get(group, {}))
+        started = time.monotonic()
+        self.groups[group] = roots
         await self._activate(plan)
         broken = await self._track(plan, started)
         if broken is None:
@@ -489,7 +492,7 @@ class Kernel:
         cause = f"Service {broken} in broken state after deployment"
         stack = ["DEPLOYMENT_FAILURE", "COMPONENT_UPDATE_ERROR", "COMPONENT_BROKEN"]
         if (request.get("failureHandlingPolicy") or "DO_NOTHING") == "ROLLBACK":
-            self.groups[LOCAL_GROUP] = previous_roots
+            self.groups[group] = previous_roots
             await self._activate(previous)
             return self._finish(dep, "FAILED", "FAILED_ROLLBACK_COMPLETE", cause, stack, ["USER_COMPONENT_ERROR"])
         self._finish(dep, "FAILED", "FAILED_ROLLBACK_NOT_REQUESTED", cause, stack, ["USER_COMPONENT_ERROR"])
@@ -516,10 +519,12 @@ class Kernel:
         roots = {n: v for n, v in self.groups.get(group, {}).items()
                  if n not in (request.get("rootComponentsToRemove") or [])}
         roots.update(request.get("rootComponentVersionsToAdd") or {})
+        # the other groups' roots stay deployed, pinned to what runs (DependencyResolver)
+        constraints = {n: v for g, members in self.groups.items() if g != group for n, v in members.items()}
         running = {n: s.version for n, s in self.specs.items()}
         builtin_versions = {n: b.version for n, b in self.builtins.items()}
         builtin_versions.update({n: v[0] for n, v in AVAILABLE.items()})
-        versions = resolve(roots, self.recipes, running, builtin_versions)
+        versions = resolve({**constraints, **roots}, self.recipes, running, builtin_versions)
         updates = request.get("componentToConfiguration") or {}
         recipes: dict[str, Recipe] = {n: self.recipes.get(n, v) for n, v in versions.items()
                                       if n not in builtin_versions}
@@ -573,7 +578,10 @@ class Kernel:
                     f"{recipe.name}@{recipe.version}: artifact {artifact.uri} not found: put {artifact.file_name} in "
                     f"<artifactDir>/{recipe.name}/{recipe.version}/")
             if artifact.unarchive == "ZIP":
-                target = self.unarchived_path(recipe.name, recipe.version) / path.name.rsplit(".", 1)[0]
+                stem = path.name.rsplit(".", 1)[0]
+                if not stem:
+                    raise DeploymentError(f"{recipe.name}@{recipe.version}: a ZIP artifact needs a name: {artifact.uri}")
+                target = self.unarchived_path(recipe.name, recipe.version) / stem
                 if target.exists():
                     shutil.rmtree(target)
                 target.mkdir(parents=True)
@@ -631,18 +639,20 @@ class Kernel:
         self.server.disconnect(name)
 
     async def _track(self, plan: dict[str, ServiceSpec], since: float) -> str | None:
-        """Wait until every deployed component is RUNNING or FINISHED; the first BROKEN one's name otherwise.
+        """Wait until every deployed component is RUNNING or FINISHED; the first one that went
+        BROKEN after the merge (`since`, monotonic) otherwise.
 
         Like the nucleus's DeploymentService, success is only judged once a second: a Run
         script that crashes at once is BROKEN before the first look."""
         tracked = [n for n, s in plan.items() if not s.builtin]
         loop = asyncio.get_running_loop()
         next_look = loop.time() + TRACK_INTERVAL
-        while True:
+        while not self._stopping:
             self._changed.clear()
             for name in tracked:
                 comp = self.components.get(name)
-                if comp is not None and comp.state == lc.BROKEN:
+                if (comp is not None and comp.state == lc.BROKEN and comp.state_since >= since
+                        and not comp.reinstall_pending):
                     return name
             if loop.time() >= next_look:
                 if all(self.components[n].settled for n in tracked if n in self.components):
@@ -652,6 +662,7 @@ class Kernel:
                 await asyncio.wait_for(self._changed.wait(), max(0.0, next_look - loop.time()))
             except asyncio.TimeoutError:
                 pass
+        return None
 
 
 class _NucleusFormatter(logging.Formatter):
@@ -663,13 +674,22 @@ class _NucleusFormatter(logging.Formatter):
 def _safe_extract(archive: zipfile.ZipFile, target: Path) -> None:
     base = target.resolve()
     for member in archive.infolist():
-        destination = (target / member.filename).resolve()
-        if not destination.is_relative_to(base):
+        extracted = Path(archive.extract(member, target)).resolve()  # zipfile sanitizes the name
+        if not extracted.is_relative_to(base):
             raise DeploymentError(f"ZIP entry {member.filename} escapes the extraction directory")
-        archive.extract(member, target)
         mode = member.external_attr >> 16
         if mode and not member.is_dir():
-            destination.chmod(mode & 0o777)
+            extracted.chmod(mode & 0o777)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create or replace a file only its owner can read, with no moment of wider access."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -678,9 +698,10 @@ def _write_json(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
+def _group_alive(pgid: int) -> bool:
+    """Any process left in the group (a daemon outlives its leader)."""
     try:
-        os.kill(pid, 0)
+        os.killpg(pgid, 0)
         return True
     except ProcessLookupError:
         return False

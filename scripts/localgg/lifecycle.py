@@ -113,6 +113,7 @@ class Component:
         self._closing = False
         self._log = ComponentLog(self.host.log_dir(), self.name)
         self.previous_state = NEW
+        self.state_since = self.clock()
 
     # -- requests ---------------------------------------------------------------------
 
@@ -154,6 +155,10 @@ class Component:
         return len(self._scripts)
 
     @property
+    def reinstall_pending(self) -> bool:
+        return self._desired == NEW
+
+    @property
     def settled(self) -> bool:
         """RUNNING or FINISHED with no restart, reinstall or start still to carry out."""
         pending = self._desired in (INSTALLED, NEW) or (self.state == FINISHED and self._desired == RUNNING)
@@ -165,18 +170,20 @@ class Component:
     async def close(self) -> None:
         """Shut the component down for good (removal or core stop): Shutdown, then kill."""
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self.state in (STARTING, RUNNING, STOPPING, ERRORED):
-            self._set(STOPPING)
-            await self._shutdown()
-            self._set(FINISHED)
-        await self._stop_scripts()
-        self._log.close()
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+            if self.state in (STARTING, RUNNING, STOPPING, ERRORED):
+                self._set(STOPPING)
+                await self._shutdown()
+                self._set(FINISHED)
+        finally:
+            await asyncio.shield(self._stop_scripts())  # whatever interrupts us, no process is left behind
+            self._log.close()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -201,6 +208,7 @@ class Component:
         if new not in (ERRORED, BROKEN):
             self.errors.pop(old, None)  # a good report clears the current state's error count
         self.previous_state, self.state = old, new
+        self.state_since = self.clock()
         self.host.state_changed(self, old, new)
 
     def _error(self, reason: str) -> None:
@@ -349,10 +357,11 @@ class Component:
             await self._foreground("recover")
             if self._errored_from == NEW:
                 return self._set(NEW)
-            self._desired = RUNNING if self._desired in (None, FINISHED, INSTALLED) else self._desired
+            stop = self._desired == FINISHED  # a stop asked for meanwhile is not undone by the error
+            self._desired = None if stop else (RUNNING if self._desired in (None, INSTALLED) else self._desired)
             self._set(STOPPING)
             await self._shutdown()
-            return self._set(INSTALLED)
+            return self._set(FINISHED if stop else INSTALLED)
         if state == BROKEN:
             if self.previous_state in (STARTING, RUNNING, ERRORED):
                 await self._shutdown()

@@ -20,8 +20,11 @@ Rules (`PubSubIPCEventStreamAgent.java`, `SubscriptionTrie.java`; docs/ipc-servi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
+
+log = logging.getLogger("localgg.pubsub")
 
 RECEIVE_ALL = "RECEIVE_ALL_MESSAGES"
 FROM_OTHERS = "RECEIVE_MESSAGES_FROM_OTHERS"
@@ -112,7 +115,11 @@ class PubSub:
             for kind in ("jsonMessage", "binaryMessage"):
                 if kind in message:
                     body[kind] = {"message": message[kind].get("message"), "context": {"topic": topic}}
-            sub.deliver(body)
+            try:
+                sub.deliver(body)
+            except Exception:  # one subscriber's failure is not the publisher's nor the others'
+                log.exception("delivering to %s's subscription %s failed", sub.component, sub.topic)
+                continue
             count += 1
         return count
 

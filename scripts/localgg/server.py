@@ -81,10 +81,14 @@ class Stream:
         self.closed = False
 
     def send(self, body: dict) -> None:
+        """Queue an event; a stream whose connection is gone drops it (the nucleus ignores
+        send failures)."""
         if self.closed:
             return
         if self._held is not None:
             self._held.append(body)
+            return
+        if not self._conn.rpc.is_open(self.stream_id):
             return
         self._conn.write(self._conn.rpc.event(self.stream_id, self.model_type, body))
 

@@ -200,3 +200,56 @@ def test_system_variables_in_configuration_need_interpolate_component_configurat
     assert value()["topic"] == "dt/test-thing/x"
     assert value()["work"] == str(deployer.work("com.ex.Vars"))
     assert value()["self"] == "{configuration:/topic}"
+
+
+def test_a_deployment_that_fixes_a_broken_component_succeeds(deployer):
+    deployer.recipe("com.ex.Fix", {"Run": "exit 3"})
+    assert deployer.deploy(com_ex_Fix="1.0.0").status == "FAILED"
+    assert deployer.state("com.ex.Fix") == "BROKEN"
+    deployer.recipe("com.ex.Fix", {"Run": "exec sleep 60"}, version="1.0.1")
+    assert deployer.deploy(com_ex_Fix="1.0.1").status == "SUCCEEDED"
+    assert deployer.state("com.ex.Fix") == "RUNNING"
+
+
+def test_a_stop_during_error_recovery_is_not_undone(deployer):
+    deployer.recipe("com.ex.Flaky", {"Run": "exit 1", "Recover": "touch recovering; sleep 1"})
+    deployer.deploy(wait=False, com_ex_Flaky="1.0.0")
+    wait_for(lambda: (deployer.work("com.ex.Flaky") / "recovering").exists(), 20, message="the Recover step")
+    assert deployer.cli.stop_component(component_name="com.ex.Flaky").stop_status == RequestStatus.SUCCEEDED
+    wait_for(lambda: deployer.state("com.ex.Flaky") == "FINISHED", 20, message="the stop to win over the restart")
+
+
+def test_deploying_to_another_group_keeps_the_local_deployments_components(deployer):
+    deployer.recipe("com.ex.Mine", {"Run": "exec sleep 60"})
+    deployer.recipe("com.ex.Theirs", {"Run": "exec sleep 60"})
+    deployer.deploy(com_ex_Mine="1.0.0")
+    deployment_id = deployer.cli.create_local_deployment(
+        group_name="other", root_component_versions_to_add={"com.ex.Theirs": "1.0.0"}).deployment_id
+    assert wait_for(lambda: deployer.finished(deployment_id), 30).status == "SUCCEEDED"
+    assert deployer.state("com.ex.Mine") == "RUNNING" and deployer.state("com.ex.Theirs") == "RUNNING"
+
+
+def test_zip_artifacts_need_a_name_and_entries_land_where_zipfile_puts_them(deployer, tmp_path):
+    import zipfile
+    folder = deployer.artifacts / "com.ex.Zip" / "1.0.0"
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "app.zip", "w") as archive:
+        info = zipfile.ZipInfo("a/../b.sh")
+        info.external_attr = 0o755 << 16
+        archive.writestr(info, "echo hi")
+    (folder / ".zip").write_bytes((folder / "app.zip").read_bytes())
+    recipe = {"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.ex.Zip", "ComponentVersion": "1.0.0",
+              "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "true"},
+                             "Artifacts": [{"URI": "s3://b/com.ex.Zip/1.0.0/app.zip", "Unarchive": "ZIP"}]}]}
+    (deployer.recipes / "zip.yaml").write_text(yaml.safe_dump(recipe))
+    assert deployer.deploy(com_ex_Zip="1.0.0").status == "SUCCEEDED"
+    extracted = deployer.core.kernel.root / "packages/artifacts-unarchived/com.ex.Zip/1.0.0/app/a/b.sh"
+    assert extracted.exists() and os.access(extracted, os.X_OK)
+    recipe["ComponentVersion"] = "1.0.1"
+    recipe["Manifests"][0]["Artifacts"][0]["URI"] = "s3://b/com.ex.Zip/1.0.1/.zip"
+    (deployer.artifacts / "com.ex.Zip" / "1.0.1").mkdir()
+    (deployer.artifacts / "com.ex.Zip" / "1.0.1" / ".zip").write_bytes((folder / "app.zip").read_bytes())
+    (deployer.recipes / "zip.yaml").write_text(yaml.safe_dump(recipe))
+    status = deployer.deploy(com_ex_Zip="1.0.1")
+    assert status.status == "FAILED" and "a ZIP artifact needs a name" in \
+        status.deployment_status_details.deployment_failure_cause

@@ -148,3 +148,13 @@ def test_device_to_cloud_direction_ignores_cloud_changes(cloud_dir, app):
         assert "desired" not in local_state(core, client)
     finally:
         core.close()
+
+
+def test_a_cloud_delete_reaches_the_device(synced, cloud_dir, app):
+    client = synced.client("com.ex.App", APP)
+    client.update_thing_shadow(thing_name="dev", payload=b'{"state":{"reported":{"temp":21}}}')
+    wait_for(lambda: cloud_state(cloud_dir) == {"reported": {"temp": 21}}, 15)
+    wait_for(lambda: synced.call(lambda: synced.kernel.shadows.store.sync_record("dev", "").cloud_version) > 0, 15)
+    topic, _ = app.request("delete", {})
+    assert topic.endswith("/delete/accepted")
+    wait_for(lambda: local_state(synced, client) is None, 15, message="the local shadow to be deleted")

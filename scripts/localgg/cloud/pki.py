@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,13 @@ VALID_DAYS = 3650
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
+    """Created with mode 0600: never readable by others, not even for a moment."""
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def _name(common_name: str) -> x509.Name:

@@ -235,12 +235,14 @@ class IoTCoreBridge:
                 conn = await MqttConnection.open(
                     "127.0.0.1", self.link.port, self.settings.ssl_context(), client_id=self.thing_name,
                     clean_start=clean_start, on_message=self._on_message, on_lost=self._on_lost,
-                    keepalive=max(1, int(self._number("keepAliveTimeoutMs", 0) / 1000)),
+                    keepalive=int(self._number("keepAliveTimeoutMs", 0) / 1000),  # 0: no keep-alive
                     version=4 if self._mqtt_version() == "mqtt3" else 5, server_hostname=self.settings.host)
-            except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused, TLS, timeouts, a peer that does not speak MQTT...
                 delay = self._backoff(attempt)
                 attempt += 1
-                log.info("connecting to IoT Core failed (%s); retrying in %.1f s", exc, delay)
+                log.info("connecting to IoT Core failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             if self._stopping:
@@ -345,7 +347,11 @@ class IoTCoreBridge:
                     continue
                 wait = max(self._rates[0].reserve(1), self._rates[1].reserve(len(message.payload)))
                 if wait:
-                    await asyncio.sleep(wait)
+                    try:
+                        await asyncio.sleep(wait)
+                    except asyncio.CancelledError:
+                        self.spool.requeue(message)  # popped but never sent: it stays first in line
+                        raise
                 task = asyncio.ensure_future(self._send_one(conn, message))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)

@@ -164,6 +164,8 @@ class MqttConnection:
     async def _read_loop(self) -> None:
         error: Exception | None = ConnectionLost("the server closed the connection")
         try:
+            while (packet := self._packets.next_packet()) is not None:  # what came with the CONNACK
+                self._dispatch(packet)
             while True:
                 data = await self._reader.read(65536)
                 if not data:

@@ -347,6 +347,8 @@ class ShadowManager:
 
     def _on_connection(self, online: bool) -> None:
         if online and self.active and self._queue is not None:
+            while not self._queue.empty():  # SyncHandler.start clears the queue, then syncs everything
+                self._queue.get_nowait()
             for thing, name in self.sync_settings().shadows:
                 self._queue.put_nowait(("full", thing, name, None, None))
 
@@ -460,14 +462,16 @@ class ShadowManager:
     async def _apply_cloud(self, thing: str, name: str, op: str, body: dict) -> None:
         record = self.store.sync_record(thing, name)
         version = int(body.get("version", 0))
-        if version <= record.cloud_version:
-            return  # an echo of our own write, or old news
-        if op == "delete":
+        if op == "delete":  # LocalDeleteSyncRequest: delete/accepted carries the deleted version
+            if version < record.cloud_version:
+                return await self._full_sync(thing, name)
             if self.store.get(thing, name) is not None:
                 self._delete(None, thing, name, origin="sync")
             self._record(thing, name, None, None, version + 1)
             return
-        if version != record.cloud_version + 1 and record.cloud_version:
+        if version <= record.cloud_version:
+            return  # an echo of our own write, or old news
+        if version != record.cloud_version + 1:
             return await self._full_sync(thing, name)  # missed updates from the cloud
         state = {k: v for k, v in (body.get("state") or {}).items() if k in ("desired", "reported")}
         self._update(None, thing, name, json.dumps({"state": state}).encode(), origin="sync")

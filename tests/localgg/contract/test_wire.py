@@ -155,3 +155,28 @@ def test_operation_the_nucleus_does_not_know_closes_the_stream(core):
     with pytest.raises(StreamClosedError):
         client.subscribe_to_iot_core_connection_status(on_stream_event=lambda e: None)
     assert client.get_configuration().component_name == "com.ex.A"  # the connection still works
+
+
+def test_events_for_a_connection_that_broke_are_dropped_not_raised():
+    """A subscriber whose connection just hit a protocol error must not fail other components' publishes."""
+    from localgg.server import Stream, _Connection
+
+    class Transport:
+        def is_closing(self):
+            return False
+
+        def write(self, data):
+            pass
+
+    conn = _Connection(server=None)
+    conn.transport = Transport()
+    conn.rpc.receive(connect_message("T"))
+    conn.rpc.accept()
+    conn.rpc.receive(rpc_message(MessageType.APPLICATION_MESSAGE, 1,
+                                 headers=(Header.string("operation", "aws.greengrass#SubscribeToTopic"),),
+                                 payload=b"{}"))
+    stream = Stream(conn, 1, "SubscriptionResponseMessage")
+    conn.rpc.respond(1, "aws.greengrass#SubscribeToTopicResponse", {}, terminate=False)
+    stream._responded()
+    conn.rpc.close()  # a protocol violation closed it; connection_lost has not run yet
+    stream.send({"jsonMessage": {"message": {}}})  # must not raise
