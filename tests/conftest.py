@@ -26,9 +26,20 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
+_TEMP_DIRS: list[Path] = []
+
+
 def short_tmp(prefix: str) -> Path:
-    """A temporary directory with a short path: Unix socket paths are limited to 107 bytes."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    """A temporary directory with a short path (Unix socket paths are limited to 107 bytes),
+    removed when the test session ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    _TEMP_DIRS.append(path)
+    return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for path in _TEMP_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class CoreThread:
