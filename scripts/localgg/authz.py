@@ -26,8 +26,6 @@ from typing import Callable
 
 PUBSUB = "aws.greengrass.ipc.pubsub"
 MQTTPROXY = "aws.greengrass.ipc.mqttproxy"
-SHADOW = "aws.greengrass.ShadowManager"
-LIFECYCLE = "aws.greengrass.ipc.lifecycle"
 CLI = "aws.greengrass.Cli"
 
 

@@ -161,6 +161,8 @@ def cmd_fault_component(args: argparse.Namespace) -> int:
 
 def cmd_fault_core(args: argparse.Namespace) -> int:
     import subprocess
+
+    from .processes import running
     root = _root(args)
     pid_file = root / "localgg.pid"
     if not pid_file.exists():
@@ -172,7 +174,7 @@ def cmd_fault_core(args: argparse.Namespace) -> int:
     else:
         start = json.loads((root / "config" / "start.json").read_text())
         os.kill(old_pid, signal.SIGKILL)
-        _wait(lambda: not _alive(old_pid), 10, "the killed core to go")
+        _wait(lambda: not running(old_pid), 10, "the killed core to go")
         pid_file.unlink(missing_ok=True)
         (root / "control.sock").unlink(missing_ok=True)
         out = open(root / "logs" / "localgg.out", "a")
@@ -188,14 +190,6 @@ def _responds(root: Path) -> bool:
         _control(root, {"cmd": "status"})
         return True
     except (CliError, OSError, ValueError):
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
         return False
 
 

@@ -58,16 +58,7 @@ class FailedUpdateConditionCheckError(IpcError):
     shape = "FailedUpdateConditionCheckError"
 
 
-class ComponentNotFoundError(IpcError):
-    shape = "ComponentNotFoundError"
 
-
-class InvalidTokenError(IpcError):
-    shape = "InvalidTokenError"
-
-
-class InvalidRecipeDirectoryPathError(IpcError):
-    shape = "InvalidRecipeDirectoryPathError"
 
 
 class InvalidArtifactsDirectoryPathError(IpcError):

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import lifecycle as lc
-from . import errors
 from .authz import Authorizer
 from .configstore import ConfigStore
 from .deployment import RecipeStore, ResolutionError, resolve, resolve_configuration

@@ -39,7 +39,6 @@ log = logging.getLogger("localgg.lifecycle")
 
 NEW, INSTALLED, STARTING, RUNNING, STOPPING = "NEW", "INSTALLED", "STARTING", "RUNNING", "STOPPING"
 ERRORED, BROKEN, FINISHED = "ERRORED", "BROKEN", "FINISHED"
-STATES = (NEW, INSTALLED, STARTING, RUNNING, STOPPING, ERRORED, BROKEN, FINISHED)
 
 TIMEOUTS = {"install": 120.0, "startup": 120.0, "shutdown": 15.0, "recover": 60.0}
 MAX_CONTINUAL_ERRORS = 3
@@ -99,7 +98,6 @@ class Component:
     clock: Callable[[], float] = time.monotonic
     state: str = NEW
     errors: dict[str, list[float]] = field(default_factory=dict)
-    broken_reason: str = ""
 
     def __post_init__(self) -> None:
         self._desired: str | None = None       # RUNNING, FINISHED (stop), INSTALLED (restart), NEW (reinstall)
@@ -222,7 +220,6 @@ class Component:
                 history.clear()
             history.append(now)
             if len(history) >= MAX_CONTINUAL_ERRORS:
-                self.broken_reason = reason
                 self._set(BROKEN)
                 return
         self._errored_from = current

@@ -92,13 +92,6 @@ class Stream:
             return
         self._conn.write(self._conn.rpc.event(self.stream_id, self.model_type, body))
 
-    def send_error(self, error: errors.IpcError) -> None:
-        """Ends the stream with an APPLICATION_ERROR (the client sees on_stream_error)."""
-        if self.closed:
-            return
-        self._conn.write(self._conn.rpc.error(self.stream_id, error.model_type, error.to_payload()))
-        self._closed()
-
     def close(self) -> None:
         """The server ends the stream."""
         if self.closed:

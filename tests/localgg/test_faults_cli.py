@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from conftest import short_tmp, wait_for
+from localgg.processes import running
 
 TELEMETRY = textwrap.dedent("""\
     import json, os, time
@@ -203,13 +204,5 @@ def test_core_restart(world, kill):
     assert (new_core != old_core) if kill else (new_core == old_core)  # exec keeps the pid; a kill does not
     wait_for(lambda: world.received()[-1]["pid"] != old_component, 30, message="the component to restart")
     assert (world.root / "work" / "com.ex.Telemetry" / "installs.txt").read_text().count("installed") == installs + 1
-    assert not _alive(old_component)
+    assert not running(old_component)
 
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its reaper is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import CloudListener, policy, provisioned_core, wait_for
+from conftest import provisioned_core, wait_for
 
 SHADOW = "aws.greengrass.ShadowManager"
 APP = {"accessControl": {SHADOW: {"p": {"operations": ["*"], "resources": ["*"]}}}}

@@ -78,7 +78,6 @@ class ShadowService:
         self.store = ShadowStore(cloud_dir / "shadows.db")
         self._lock = threading.Lock()
         self._client = None
-        self.handled = 0
 
     def start(self) -> None:
         self._client = mqtt.connect(self.cloud_dir, "localgg-shadow-service", self._on_message)
@@ -108,7 +107,6 @@ class ShadowService:
                 log.exception("shadow request on %s failed", message.topic)
                 replies = [(f"{prefix(thing, name)}/{op}/rejected",
                             {"code": 500, "message": "Internal service failure", "timestamp": int(self.clock())})]
-            self.handled += 1
         for topic, body in replies:
             client.publish(topic, json.dumps(body, separators=(",", ":")).encode(), qos=1)
 

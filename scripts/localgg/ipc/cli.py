@@ -8,6 +8,7 @@ token is always allowed; any other component needs an accessControl policy for
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import errors
@@ -50,6 +51,13 @@ class CliHandlers:
         for key in ("recipeDirectoryPath", "artifactsDirectoryPath"):
             if request.get(key) is not None and not isinstance(request[key], str):
                 raise errors.Unmodelled(f"{key} must be a string")
+        artifacts = request.get("artifactsDirectoryPath")
+        if artifacts and self.kernel.path("packages", "artifacts").is_relative_to(Path(artifacts).resolve()):
+            raise errors.InvalidArtifactsDirectoryPathError(
+                "Requested artifacts directory path is parent of kernel artifacts directory path. Specify another "
+                "path to avoid recursive copy")
+        if ":" in str(request.get("groupName") or ""):
+            raise errors.InvalidArgumentsError("Thing group name cannot contain colon characters")
         return {"deploymentId": self.kernel.submit_deployment(request)}
 
     def get_local_deployment_status(self, call: Call) -> dict:

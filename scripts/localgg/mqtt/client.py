@@ -51,7 +51,6 @@ class MqttConnection:
         self._closed = False
         self._pong: asyncio.Event = asyncio.Event()
         self.session_present = False
-        self.connack: ConnAck | None = None
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
@@ -87,7 +86,6 @@ class MqttConnection:
             raise ConnectionLost(f"expected CONNACK, got {type(packet).__name__}")
         if packet.reason_code != 0:
             raise ConnectRefused(packet.reason_code)
-        self.connack = packet
         self.session_present = packet.session_present
 
     @property

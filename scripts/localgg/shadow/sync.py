@@ -26,7 +26,6 @@ from .document import Shadow
 
 BOTH_WAYS, DEVICE_TO_CLOUD, CLOUD_TO_DEVICE = "betweenDeviceAndCloud", "deviceToCloud", "cloudToDevice"
 LOCAL_OWNER, CLOUD_OWNER = "local", "cloud"
-_ABSENT = object()
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The operations greengrass-cli uses (served by aws.greengrass.Cli), with the real client."""
 
 import pytest
-from awsiot.greengrasscoreipc.model import (InvalidArgumentsError, ResourceNotFoundError, UnauthorizedError)
+from awsiot.greengrasscoreipc.model import (InvalidArgumentsError, InvalidArtifactsDirectoryPathError,
+                                            ResourceNotFoundError, UnauthorizedError)
 
 from conftest import policy
 
@@ -54,3 +55,14 @@ def test_a_deployment_with_a_bad_recipe_directory_fails_without_change(core):
     assert status.status == "FAILED"
     assert status.deployment_status_details.detailed_deployment_status == "FAILED_NO_STATE_CHANGE"
     assert "does not exist" in status.deployment_status_details.deployment_failure_cause
+
+
+def test_an_artifact_directory_above_the_cores_own_is_refused_at_once(core):
+    cli = core.cli_client()
+    with pytest.raises(InvalidArtifactsDirectoryPathError) as err:
+        cli.create_local_deployment(artifacts_directory_path=str(core.kernel.root.parent),
+                                    root_component_versions_to_add={"x": "1.0.0"})
+    assert err.value.message.startswith("Requested artifacts directory path is parent of kernel artifacts")
+    with pytest.raises(InvalidArgumentsError) as err:
+        cli.create_local_deployment(group_name="a:b")
+    assert err.value.message == "Thing group name cannot contain colon characters"

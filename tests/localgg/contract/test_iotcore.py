@@ -1,6 +1,5 @@
 """PublishToIoTCore / SubscribeToIoTCore with the real client, against mosquitto over mutual TLS."""
 
-import base64
 
 import pytest
 from awsiot.greengrasscoreipc.model import (InvalidArgumentsError, PayloadFormat, ServiceError, UnauthorizedError,

@@ -1,6 +1,5 @@
 """Local shadows (aws.greengrass.ShadowManager) with the real client, and their local pub/sub topics."""
 
-import base64
 import json
 import threading
 

@@ -9,7 +9,6 @@ This is the failure our store-and-forward publisher must survive."""
 import shutil
 import sqlite3
 
-import pytest
 
 from conftest import FAST_MQTT, CloudListener, CoreThread, policy, short_tmp, wait_for
 
