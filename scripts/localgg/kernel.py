@@ -497,9 +497,7 @@ class Kernel:
         self._finish(dep, "FAILED", "FAILED_ROLLBACK_NOT_REQUESTED", cause, stack, ["USER_COMPONENT_ERROR"])
 
     def _plan(self, request: dict) -> tuple[dict[str, ServiceSpec], dict[str, str]]:
-        group = request.get("groupName") or LOCAL_GROUP
-        if ":" in group:
-            raise DeploymentError("Thing group name cannot contain colon characters")
+        group = request.get("groupName") or LOCAL_GROUP  # the Cli handler checked the name and the paths
         recipe_dir = request.get("recipeDirectoryPath")
         if recipe_dir:
             if not Path(recipe_dir).is_dir():
@@ -511,9 +509,6 @@ class Kernel:
             source = Path(artifact_dir).resolve()
             if not source.is_dir():
                 raise DeploymentError(f"artifact directory {artifact_dir} does not exist")
-            if self.path("packages", "artifacts").is_relative_to(source):
-                raise DeploymentError("Requested artifacts directory path is parent of kernel artifacts directory "
-                                      "path. Specify another path to avoid recursive copy")
             shutil.copytree(source, self.path("packages", "artifacts"), dirs_exist_ok=True)
         roots = {n: v for n, v in self.groups.get(group, {}).items()
                  if n not in (request.get("rootComponentsToRemove") or [])}
