@@ -73,6 +73,7 @@ class ConfigStore:
         self._roots: dict[str, Container] = {}
         self._watchers: list[tuple[str, Path, Watcher]] = []
         self.generation: dict[str, int] = {}
+        self._views: dict[tuple[str, Path], tuple[int, object]] = {}
 
     # -- reading --------------------------------------------------------------------
 
@@ -94,6 +95,20 @@ class ConfigStore:
         node = self.get(component, path)
         return default if node is None else to_python(node)
 
+    def view(self, component: str, path: list[str] | tuple[str, ...] = (), default: object = None) -> object:
+        """Like value(), but one shared copy until the component's configuration changes,
+        for readers on a hot path (authorization, the MQTT settings). Do not mutate it."""
+        key = (component, tuple(k.lower() for k in path))
+        generation = self.generation.get(component, 0)
+        cached = self._views.get(key)
+        if cached is None or cached[0] != generation:
+            cached = (generation, self.value(component, path, default))
+            self._views[key] = cached
+        return cached[1]
+
+    def _bump(self, component: str) -> None:
+        self.generation[component] = self.generation.get(component, 0) + 1
+
     # -- writing --------------------------------------------------------------------
 
     def replace(self, component: str, value: dict, timestamp_ms: int) -> list[list[str]]:
@@ -102,11 +117,13 @@ class ConfigStore:
         new = _build(component, value, timestamp_ms)
         changed = _diff_paths(old, new, [])
         self._roots[component] = new
+        self._bump(component)
         self._changed(component, changed)
         return changed
 
     def remove_component(self, component: str) -> None:
         old = self._roots.pop(component, None)
+        self._bump(component)
         if old is not None:
             self._changed(component, [[c.name] for c in old.children.values()])
 
@@ -185,7 +202,7 @@ class ConfigStore:
     def _changed(self, component: str, paths: list[list[str]]) -> None:
         if not paths:
             return
-        self.generation[component] = self.generation.get(component, 0) + 1
+        self._bump(component)
         for watched_component, prefix, callback in list(self._watchers):
             if watched_component != component:
                 continue
@@ -204,6 +221,8 @@ class ConfigStore:
 
     def restore(self, data: dict) -> None:
         self._roots = {name: _load(tree) for name, tree in data.items()}
+        for name in self._roots:
+            self._bump(name)
 
 
 def _diff_paths(old: Leaf | Container | None, new: Leaf | Container, prefix: list[str]) -> list[list[str]]:

@@ -126,7 +126,7 @@ class Kernel:
         self.clock = clock
         self.socket_path = str(self.root / "ipc.socket")
         self.config = ConfigStore(lambda: int(self.clock() * 1000))
-        self.authz = Authorizer(lambda component: self.config.value(component, ["accessControl"]))
+        self.authz = Authorizer(lambda component: self.config.view(component, ["accessControl"]))
         self.bus = PubSub()
         self.recipes = RecipeStore(self.root / "packages" / "recipes")
         self.components: dict[str, lc.Component] = {}
@@ -147,7 +147,7 @@ class Kernel:
         self.dispatcher.add(*ConfigHandlers(self.config, lambda component: self.save_soon()).operations())
         self.dispatcher.add(*LifecycleHandlers(self.report_state).operations())
         self.dispatcher.add(*CliHandlers(self).operations())
-        self.iotcore = IoTCoreBridge(self.root, thing_name, lambda: self.config.value(NUCLEUS, ["mqtt"], {}),
+        self.iotcore = IoTCoreBridge(self.root, thing_name, lambda: self.config.view(NUCLEUS, ["mqtt"], {}),
                                      lambda: self.deployed("aws.greengrass.DiskSpooler"))
         self.dispatcher.add(*MqttProxyHandlers(self.iotcore, self.authz).operations())
         self.shadows = ShadowManager(self)

@@ -45,3 +45,13 @@ def test_snapshot_round_trip_keeps_timestamps():
     leaf = copy.get("A", ["port"])
     assert isinstance(leaf, Leaf) and leaf.modtime == 1000
     assert to_python(copy.get("A", ["limits"])) == {"max": 5}
+
+
+def test_view_is_shared_until_the_component_changes():
+    store = make()
+    first = store.view("A", ["limits"])
+    assert first == {"max": 5} and store.view("A", ["LIMITS"]) is first
+    store.merge("A", ["limits"], {"max": 6}, 2000)
+    assert store.view("A", ["limits"]) == {"max": 6}
+    store.remove_component("A")
+    assert store.view("A", ["limits"], "gone") == "gone"
