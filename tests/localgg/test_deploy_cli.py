@@ -6,23 +6,32 @@ one killed with SIGKILL is restarted; one that keeps failing ends BROKEN."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import short_tmp, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+
+
+EXAMPLES = Path(__file__).resolve().parent / "fixtures" / "examples"
 
 
 def build(dest: Path) -> tuple[Path, Path]:
-    """The repository's components built by scripts/build.py (GDK's zip rules)."""
-    subprocess.run([sys.executable, str(REPO / "scripts" / "build.py"), "--out", str(dest)], check=True,
-                   capture_output=True)
+    """Two example components and their bundle (tests/localgg/fixtures/examples), laid out
+    as `gdk component build` does: recipes/, and artifacts/<Name>/<version>/<Name>.zip."""
+    shutil.copytree(EXAMPLES / "recipes", dest / "recipes")
+    for name, script in (("com.example.Producer", "producer.py"), ("com.example.Consumer", "consumer.py")):
+        target = dest / "artifacts" / name / "1.0.0" / f"{name}.zip"
+        target.parent.mkdir(parents=True)
+        with zipfile.ZipFile(target, "w") as archive:
+            archive.write(EXAMPLES / "artifacts" / script, script)
     return dest / "recipes", dest / "artifacts"
 
 
