@@ -26,6 +26,7 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".backfill-installed"
 RUN_ROOT = ROOT / ".localgg"
+DEPLOYMENT = ROOT / "scripts" / "deployment" / "local.json"
 
 
 def say(text: str) -> None:
@@ -133,29 +134,23 @@ def cmd_run(args: list[str]) -> int:
         proc = spawn("core.out", "start", "--root", str(root), "--thing", "backfill-dev", "--cloud", str(cloud))
         wait_for_file(root / "localgg.pid", proc, "core.out", "the core")
         build = ROOT / "greengrass-build"
-        say("deploying com.example.Bundle (the producer and the consumer) with the CLI")
+        say("deploying io.backfill.SensorPipeline (sensor on a simulated BME680, correction, store-and-forward) "
+            "with the CLI; Install builds each component's venv from its vendored wheels")
         localgg("deployment", "create", "--root", str(root), "--recipeDir", str(build / "recipes"),
-                "--artifactDir", str(build / "artifacts"), "--merge", "com.example.Bundle=1.0.0", "--wait", "120")
+                "--artifactDir", str(build / "artifacts"), "--merge", "io.backfill.SensorPipeline=1.0.0",
+                "--merge", "aws.greengrass.Nucleus=2.18.2", "--merge", "aws.greengrass.ShadowManager=2.3.12",
+                "--update-config", str(DEPLOYMENT), "--wait", "600")
         localgg("component", "list", "--root", str(root))
-        say("the consumer's log (Ctrl-C to stop)" if seconds is None else f"the consumer's log for {seconds:g} s")
-        follow = subprocess.Popen([str(PYTHON), "-m", "localgg", "logs", "get", "--root", str(root),
-                                   "--component", "com.example.Consumer", "--follow"], env=venv_env())
-        try:
-            if seconds is None:
-                signal.pause()
-            else:
-                time.sleep(seconds)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            follow.terminate()
-            follow.wait()
-        received = root / "work" / "com.example.Consumer" / "received.jsonl"
-        count = len(received.read_text().splitlines()) if received.exists() else 0
-        cloud_count = _count_rows(received_db)
-        say(f"the consumer received {count} messages over local pub/sub; IoT Core received {cloud_count} "
-            f"(recorded in {received_db}); logs are in {root / 'logs'}")
-        return 0 if count and cloud_count else 1
+        say("corrected readings on local pub/sub, raw beside corrected (Ctrl-C to stop)" if seconds is None
+            else f"corrected readings on local pub/sub, raw beside corrected, for {seconds:g} s")
+        watch = subprocess.Popen([str(PYTHON), "-m", "localgg", "pubsub", "sub", "--root", str(root),
+                                  "--topic", "backfill/readings/corrected"], env=venv_env(),
+                                 stdout=subprocess.PIPE, text=True)
+        shown = _show_readings(watch, seconds)
+        readings, batches = _cloud_readings(received_db)
+        say(f"{shown} corrected readings went over local pub/sub; IoT Core received {readings} readings in "
+            f"{batches} batches (recorded in {received_db}); logs are in {root / 'logs'}")
+        return 0 if shown and readings else 1
     finally:
         say("stopping the core and the cloud")
         for proc in reversed(processes):
@@ -166,12 +161,55 @@ def cmd_run(args: list[str]) -> int:
                 proc.kill()
 
 
-def _count_rows(db: Path) -> int:
+def _show_readings(watch: subprocess.Popen, seconds: float | None) -> int:
+    """Print each corrected reading `localgg pubsub sub` shows, one line each, until the time is up."""
+    import json
+    import threading
+    shown = 0
+    if seconds is not None:
+        threading.Timer(seconds, watch.terminate).start()
+    try:
+        for line in watch.stdout:
+            start = line.find("{")
+            try:
+                reading = json.loads(line[start:]) if start >= 0 else None
+            except ValueError:
+                reading = None
+            if not isinstance(reading, dict) or "seq" not in reading:
+                print(line.rstrip(), flush=True)
+                continue
+            shown += 1
+            if reading.get("status") != "ok":
+                print(f"    seq {int(reading['seq']):>5}  status {reading.get('status')}", flush=True)
+                continue
+            print(f"    seq {int(reading['seq']):>5}  raw {reading['temperature_raw']:6.2f} C  ->  corrected "
+                  f"{reading['temperature']:6.2f} C   (cpu {reading['cpu_temperature']:5.1f} C, "
+                  f"{reading['humidity']:5.1f} %RH, {reading['pressure']:7.2f} hPa)", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watch.terminate()
+        watch.wait()
+    return shown
+
+
+def _cloud_readings(db: Path) -> tuple[int, int]:
+    """(distinct readings, batches) that IoT Core received on the store's topic."""
+    import json
     import sqlite3
     if not db.exists():
-        return 0
+        return 0, 0
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        payloads = [row[0] for row in conn.execute("SELECT payload FROM messages WHERE topic LIKE 'dt/backfill/%'")]
+    keys = set()
+    for payload in payloads:
+        try:
+            batch = json.loads(payload)
+            run, seq = batch["fields"].index("run"), batch["fields"].index("seq")
+            keys.update((row[run], row[seq]) for row in batch["rows"])
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue
+    return len(keys), len(payloads)
 
 
 COMMANDS = {"run": cmd_run, "test": cmd_test, "bench": cmd_bench}

@@ -82,7 +82,7 @@ def test_shadow_desired_state_changes_interval_and_factor_live(pipeline):
         state = observer.shadow()["state"].get("reported") or {}
         return (state.get("sampling", {}).get("interval_s") == 0.5
                 and state.get("correction", {}).get("factor") == 4.0)
-    wait_for(reported, 20, interval=0.1, message="both components to report the new settings")
+    wait_for(reported, 20, interval=0.25, message="both components to report the new settings")
     settle = changed_at + 2 * 250            # two of the old intervals
     wait_for(lambda: len([r for r in observer.got(CORRECTED) if r["t"] > settle + 1000]) >= 4, 30,
              message="readings after the change")

@@ -1,0 +1,200 @@
+"""The Greengrass side of the correction: raw readings in, corrected readings out.
+
+    runner = Runner(Ipc())
+    runner.start()          # settings from configuration + shadow, subscriptions, first report
+    runner.run(stop)        # until the threading.Event `stop` is set
+
+Settings: the schema's defaults <- the deployment configuration <- the `backfill` shadow's
+desired.correction, followed live (configuration updates, the shadow's update/documents);
+a bad value is refused with its key and allowed range and the last good one stays. What is
+in effect is reported under reported.correction.
+
+A message that breaks its contract is counted per kind and logged the first time its kind
+appears; nothing a message carries can stop the loop. A correction that leaves the contract
+(parameters that give an impossible temperature) publishes the reading uncorrected
+(correction "none") so that delivery never stalls on it. The runner holds no state that
+delivery depends on: the sensor resends what the store has not acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Callable, Optional
+
+from backfill_common.ipc import Inbox, Message
+from backfill_common.settings import Settings
+
+from . import handler as lambda_handler
+from .correction import Corrector
+
+log = logging.getLogger(__name__)
+
+SHADOW = "backfill"
+SECTION = "correction"
+CONFIG_SCHEMA = "config-correction"
+RETRY_S = 5.0
+
+
+class Problems:
+    """Counts problems by kind; logs a kind the first time it appears, then only counts it."""
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self.counts: Counter = Counter()
+        self._log = logger
+
+    def add(self, kind: str, detail: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] == 1:
+            self._log.warning("%s [kind: %s; further ones are only counted]", detail, kind)
+
+
+class Runner:
+    """Wires the IPC adapter (or a fake with the same methods) to the Lambda handler.
+
+    `corrector` defaults to the handler module's own (the one `handler()` and `configure()` use);
+    `clock` (monotonic seconds) paces the retries of a failed shadow read or report."""
+
+    def __init__(self, ipc, corrector: Optional[Corrector] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ipc = ipc
+        self.corrector = corrector if corrector is not None else lambda_handler.current()
+        self.clock = clock
+        self.settings = Settings(CONFIG_SCHEMA, SECTION)
+        self.inbox = Inbox()
+        self.problems = Problems()
+        self.corrected = 0
+        self._subscribed: set[str] = set()
+        self._shadow_pending = False      # GetThingShadow still owed (it failed at start)
+        self._report_pending = False      # reported.correction not yet up to date
+        self._retry_at = 0.0
+
+    # -- wiring --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Follow configuration and shadow first (so no change is missed), read both, apply,
+        subscribe to the raw topic and report what is in effect."""
+        self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
+        self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
+        self._apply(config=self.ipc.get_configuration())
+        self._shadow_pending = self._report_pending = True
+        self.maintain()
+        log.info("correcting %s -> %s with %s", self.settings.effective["raw_topic"],
+                 self.settings.effective["corrected_topic"], self._parameters())
+
+    def run(self, stop: threading.Event) -> None:
+        """Handle messages until `stop` is set."""
+        while not stop.is_set():
+            message = self.inbox.get(timeout=1.0)
+            if message is None:
+                self.maintain()
+            else:
+                self.step(message)
+        if self.problems.counts:
+            log.info("problems counted: %s", dict(self.problems.counts))
+
+    def step(self, message: Message) -> None:
+        """Handle one message from the inbox (readings, configuration and shadow changes)."""
+        if message.tag == "config":
+            self._apply(config=self.ipc.get_configuration())
+        elif message.tag == "shadow":
+            self._shadow_pending = False          # newer than what a pending read would give
+            self._apply(desired=desired_section(message.payload))
+        elif message.tag.startswith("raw:"):
+            # an old subscription after a raw_topic change is still open: ignore its messages
+            if message.tag[4:] == self.settings.effective["raw_topic"]:
+                self.on_reading(message.payload)
+        self.maintain()
+
+    def maintain(self) -> None:
+        """Read the shadow if that is still owed, then report if that is owed; after a failure,
+        try again RETRY_S later (ShadowManager limits the requests per second)."""
+        if (self._shadow_pending or self._report_pending) and self.clock() >= self._retry_at:
+            if not (self._read_shadow() and self._report()):
+                self._retry_at = self.clock() + RETRY_S
+
+    # -- readings ------------------------------------------------------------------------
+    def on_reading(self, payload: object) -> None:
+        """Correct one raw reading and publish it; problems are counted, never raised."""
+        try:
+            out = lambda_handler.correct_event(payload, self.corrector)
+        except lambda_handler.InvalidReading as error:
+            self.problems.add(error.kind, f"dropped a message that is not a raw reading: {error}")
+            return
+        except lambda_handler.OutOfContract as error:
+            self.problems.add(error.kind, f"published uncorrected, {error}; parameters {self._parameters()}")
+            out = error.passthrough
+        except Exception as error:  # a bug must not stop the component: count it, keep going
+            self.problems.add(f"handler {type(error).__name__}", f"the handler failed: {error!r}")
+            log.debug("handler failure", exc_info=True)
+            return
+        topic = self.settings.effective["corrected_topic"]
+        try:
+            self.ipc.publish_json(topic, out)
+        except Exception as error:   # the sensor resends what the store has not acknowledged
+            self.problems.add(f"publish {type(error).__name__}", f"could not publish on {topic}: {describe(error)}")
+            return
+        self.corrected += 1
+
+    # -- settings ------------------------------------------------------------------------
+    def _apply(self, config: Optional[dict] = None, desired: Optional[dict] = None) -> None:
+        change = self.settings.apply(config=config, desired=desired)
+        for error in change.errors:
+            log.warning("setting refused: %s", error)
+        for refusal in self.corrector.update(change.effective):
+            log.warning("parameter refused by the corrector: %s", refusal)
+        topic = change.effective["raw_topic"]
+        if topic not in self._subscribed:
+            self.ipc.subscribe(topic, self.inbox.put_for("raw:" + topic))
+            self._subscribed.add(topic)
+        if change.changed:
+            log.info("settings changed (%s): now %s", ", ".join(sorted(change.changed)), change.effective)
+            self._report_pending = True
+            self._retry_at = 0.0
+
+    def _read_shadow(self) -> bool:
+        """Apply desired.correction from GetThingShadow, if that is owed. False when it failed."""
+        if not self._shadow_pending:
+            return True
+        try:
+            document = self.ipc.get_shadow(SHADOW)
+        except Exception as error:
+            self.problems.add(f"shadow read {type(error).__name__}",
+                              f"could not read the {SHADOW} shadow ({describe(error)}); using the configuration "
+                              f"until it can be read")
+            return False
+        self._shadow_pending = False
+        self._apply(desired=desired_section(document))
+        return True
+
+    def _report(self) -> bool:
+        """Report the settings in effect under reported.correction, if owed. False when it failed."""
+        if not self._report_pending:
+            return True
+        try:
+            self.ipc.update_shadow(SHADOW, {"state": {"reported": {SECTION: dict(self.settings.effective)}}})
+        except Exception as error:
+            self.problems.add(f"shadow report {type(error).__name__}",
+                              f"could not report reported.{SECTION} (retrying): {describe(error)}")
+            return False
+        self._report_pending = False
+        return True
+
+    def _parameters(self) -> dict:
+        effective = self.settings.effective
+        return {key: effective[key] for key in ("method", "factor", "window", "a", "b", "c") if key in effective}
+
+
+def describe(error: Exception) -> str:
+    """An exception as text; awsiot's errors keep theirs in `message` and print as ''."""
+    return f"{type(error).__name__}: {getattr(error, 'message', None) or error}"
+
+
+def desired_section(document: Optional[dict]) -> dict:
+    """desired.correction of a shadow document ({} when the shadow, the state or the section
+    is missing: the deployment configuration applies again)."""
+    state = (document or {}).get("state") or {}
+    desired = state.get("desired") or {}
+    section = desired.get(SECTION) if isinstance(desired, dict) else None
+    return section if isinstance(section, dict) else {}
