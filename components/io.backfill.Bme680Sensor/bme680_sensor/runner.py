@@ -1,0 +1,236 @@
+"""The Greengrass side of the sensor: the sampling loop, publishing, acknowledgements, settings.
+
+    runner = Runner(Ipc(), SystemClock())
+    runner.start()          # settings from configuration + shadow, subscriptions, first report
+    runner.run(stop)        # until the threading.Event `stop` is set
+
+Each slot's reading is checked against the reading-raw contract, held until the store
+acknowledges it (backfill/acks) and published on raw_topic with the current held_from; when
+the acknowledgement stops advancing for resend_after_s everything held is published again,
+oldest first. Settings: the schema's defaults <- deployment configuration <- the `backfill`
+shadow's desired.sampling, followed live (interval_s from the next slot on; bus settings
+re-open the sensor); what is in effect is reported under reported.sampling.
+
+The log stays short: a sensor fault once per change of status, a kind of problem the first
+time it appears (then it is counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections import Counter
+from typing import Callable, Optional
+
+from backfill_common import contracts
+from backfill_common.ipc import Inbox, Message
+from backfill_common.settings import Settings
+
+from . import cpu, device
+from .sampler import Sampler
+from .unacked import Unacked
+
+log = logging.getLogger(__name__)
+
+SHADOW = "backfill"
+SECTION = "sampling"
+CONFIG_SCHEMA = "config-sensor"
+VALUE_KEYS = ("temperature", "humidity", "pressure", "gas_resistance", "heat_stable")
+IDLE_S = 1.0
+
+
+class Problems:
+    """Counts problems by kind; logs a kind the first time it appears, then only counts it."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def add(self, kind: str, detail: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] == 1:
+            log.warning("%s [kind: %s; further ones are only counted]", detail, kind)
+
+
+class Runner:
+    """Wires the IPC adapter (or a fake with its methods) and a clock to the sampler.
+
+    `opener(settings, wall_ms)` and `cpu_source(settings)` build the sensor opener and the
+    CPU temperature source from the effective settings (device.opener, cpu.source)."""
+
+    def __init__(self, ipc, clock, run: Optional[str] = None,
+                 opener: Callable = device.opener, cpu_source: Callable = cpu.source) -> None:
+        self.ipc, self.clock = ipc, clock
+        self.run_id = run or secrets.token_hex(4)
+        self.device = getattr(ipc, "thing_name", "") or "unknown-device"
+        self.make_opener, self.make_cpu = opener, cpu_source
+        self.settings = Settings(CONFIG_SCHEMA, SECTION)
+        self.inbox = Inbox()
+        self.problems = Problems()
+        self.sampler: Optional[Sampler] = None
+        self.unacked: Optional[Unacked] = None
+        self.published = 0
+        self._subscribed: set[str] = set()
+        self._report_pending = False
+        self._status: Optional[str] = None
+        self._stalled = False
+        self._skipped = 0
+
+    # -- wiring --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Follow configuration and shadow first (so no change is missed), read both, build
+        the sampler, subscribe to acknowledgements and report what is in effect."""
+        self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
+        self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
+        change = self.settings.apply(config=self.ipc.get_configuration(), desired=desired_section(self._read_shadow()))
+        for error in change.errors:
+            log.warning("setting refused: %s", error)
+        eff = change.effective
+        self.sampler = Sampler(self.clock, self.make_opener(eff, self.clock.wall_ms), self.make_cpu(eff),
+                               device=self.device, run=self.run_id, interval_s=eff["interval_s"])
+        self.unacked = Unacked(self.run_id, eff["max_unacked"], round(eff["resend_after_s"] * 1000))
+        self._subscribe_acks(eff["ack_topic"])
+        self._report_pending = True
+        self._report()
+        log.info("run %s of %s: %s bus%s, every %s s, on %s", self.run_id, self.device, eff["bus"],
+                 f" (scenario {eff['scenario']})" if eff["bus"] == "simulated" else
+                 f" {eff['i2c_bus']} at 0x{eff['i2c_address']:02x}", eff["interval_s"], eff["raw_topic"])
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step(block=True)
+        log.info("stopping: %d published, %d held unacknowledged, %d given up, problems %s",
+                 self.published, len(self.unacked), self.unacked.given_up, dict(self.problems.counts))
+
+    def step(self, block: bool = True) -> None:
+        """Wait (when `block`) for a message or the next slot, handle the message, sample if
+        a slot is due, resend if the acknowledgement stalled, retry a pending shadow report."""
+        wait_s = min(max(self.sampler.due_in_ms(), 0) / 1000, IDLE_S) if block else 0
+        message = self.inbox.get(timeout=wait_s)
+        if message is not None:
+            self.handle(message)
+        reading = self.sampler.tick()
+        if reading is not None:
+            self._on_reading(reading)
+        self._resend_if_due()
+        self._report()
+
+    def handle(self, message: Message) -> None:
+        if message.tag == "config":
+            self._apply(config=self.ipc.get_configuration())
+        elif message.tag == "shadow":
+            self._apply(desired=desired_section(message.payload))
+        elif message.tag.startswith("ack:"):
+            # an old subscription after an ack_topic change is still open: ignore its messages
+            if message.tag[4:] == self.settings.effective["ack_topic"]:
+                self._on_ack(message.payload)
+
+    # -- readings ------------------------------------------------------------------------
+    def _on_reading(self, reading: dict) -> None:
+        self._log_status()
+        errors = contracts.check("reading-raw", reading)
+        if errors:
+            self.problems.add("reading out of contract",
+                              f"reading {reading['seq']} breaks reading-raw ({'; '.join(errors)}): published as out_of_range")
+            reading = dict(reading, status="out_of_range", **{key: None for key in VALUE_KEYS})
+        self.unacked.add(reading, self.clock.mono_ms())
+        self._publish(reading)
+
+    def _publish(self, reading: dict) -> None:
+        topic = self.settings.effective["raw_topic"]
+        try:
+            self.ipc.publish_json(topic, self.unacked.stamp(reading))
+        except Exception as error:      # held: published again when the ack stalls
+            self.problems.add(f"publish {type(error).__name__}", f"could not publish on {topic}: {error}")
+            return
+        self.published += 1
+
+    def _on_ack(self, payload: object) -> None:
+        errors = contracts.check("ack", payload)
+        if errors:
+            self.problems.add("invalid ack", f"ignored a message that is not an ack ({'; '.join(errors)})")
+            return
+        if payload["device"] != self.device:
+            return
+        if self.unacked.ack(payload["run"], int(payload["seq"]), self.clock.mono_ms()) and self._stalled:
+            self._stalled = False
+            log.info("acknowledgements advance again (up to seq %d)", self.unacked.acked)
+
+    def _resend_if_due(self) -> None:
+        due = self.unacked.due_for_resend(self.clock.mono_ms())
+        if not due:
+            return
+        if not self._stalled:
+            self._stalled = True
+            log.warning("no acknowledgement for %s s: publishing the %d held readings again from seq %d "
+                        "(seq %d..%d now), chunk by chunk as they are acknowledged, and every %s s while they "
+                        "are not", self.settings.effective["resend_after_s"], len(self.unacked), due[0]["seq"],
+                        due[0]["seq"], due[-1]["seq"], self.settings.effective["resend_after_s"])
+        for reading in due:
+            self._publish(reading)
+
+    def _log_status(self) -> None:
+        sampler = self.sampler
+        if sampler.status != self._status:
+            if sampler.status == "ok":
+                log.info("sensor ok%s", f" (was {self._status})" if self._status else "")
+            else:
+                retry_s = max(sampler.retry_at_ms - self.clock.mono_ms(), 0) / 1000
+                log.warning("sensor %s: %s; re-initialising with backoff (next attempt in %.0f s)",
+                            sampler.status, sampler.last_error, retry_s)
+            self._status = sampler.status
+        if sampler.schedule.skipped > self._skipped:
+            self.problems.add("late", f"sampling ran late: skipped {sampler.schedule.skipped - self._skipped} slot(s)")
+            self._skipped = sampler.schedule.skipped
+
+    # -- settings ------------------------------------------------------------------------
+    def _apply(self, config: Optional[dict] = None, desired: Optional[dict] = None) -> None:
+        change = self.settings.apply(config=config, desired=desired)
+        for error in change.errors:
+            log.warning("setting refused: %s", error)
+        if not change.changed:
+            return
+        eff = change.effective
+        log.info("settings changed (%s): now %s", ", ".join(sorted(change.changed)),
+                 {key: eff[key] for key in sorted(change.changed)})
+        self.sampler.set_interval(eff["interval_s"])
+        if change.changed & set(device.BUS_KEYS):
+            self.sampler.reopen(self.make_opener(eff, self.clock.wall_ms))
+        if change.changed & {"cpu_source", "cpu_path"}:
+            self.sampler.cpu = self.make_cpu(eff)
+        self.unacked.resize(eff["max_unacked"])
+        self.unacked.resend_after_ms = round(eff["resend_after_s"] * 1000)
+        self._subscribe_acks(eff["ack_topic"])
+        self._report_pending = True
+
+    def _subscribe_acks(self, topic: str) -> None:
+        if topic not in self._subscribed:
+            self.ipc.subscribe(topic, self.inbox.put_for("ack:" + topic))
+            self._subscribed.add(topic)
+
+    def _read_shadow(self) -> Optional[dict]:
+        try:
+            return self.ipc.get_shadow(SHADOW)
+        except Exception as error:
+            log.warning("could not read the %s shadow (%s); using the configuration only", SHADOW, error)
+            return None
+
+    def _report(self) -> None:
+        if not self._report_pending:
+            return
+        try:
+            self.ipc.update_shadow(SHADOW, {"state": {"reported": {SECTION: dict(self.settings.effective)}}})
+        except Exception as error:
+            self.problems.add(f"shadow report {type(error).__name__}",
+                              f"could not report reported.{SECTION} (retrying): {error}")
+            return
+        self._report_pending = False
+
+
+def desired_section(document: Optional[dict]) -> dict:
+    """desired.sampling of a shadow document ({} when the shadow, the state or the section is
+    missing: the deployment configuration applies again)."""
+    state = (document or {}).get("state") or {}
+    desired = state.get("desired") or {}
+    section = desired.get(SECTION) if isinstance(desired, dict) else None
+    return section if isinstance(section, dict) else {}

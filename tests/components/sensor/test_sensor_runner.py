@@ -1,0 +1,160 @@
+"""runner.py with an in-memory stand-in for the IPC adapter, a fake clock and the real driver
+on the simulated chip: readings published in contract, acks, resends, live settings."""
+
+import json
+import logging
+
+import pytest
+
+from backfill_common import contracts
+from backfill_common.clock import FakeClock
+from bme680_sensor.runner import Runner
+
+RAW, ACKS = "backfill/readings/raw", "backfill/acks"
+CONFIG = {"bus": "simulated", "scenario": "steady", "cpu_source": "sysfs", "cpu_path": "/nonexistent/temp",
+          "interval_s": 1.0, "resend_after_s": 3600, "accessControl": {"aws.greengrass.ipc.pubsub": {}}}
+
+
+class MemoryIpc:
+    """The backfill_common.ipc.Ipc methods the runner uses, in memory; JSON round trips like the core's."""
+
+    thing_name = "gw-1"
+
+    def __init__(self, config, shadow=None):
+        self.config, self.shadow = dict(config), shadow
+        self.published, self.reports, self.subscribers = [], [], {}
+        self.config_callbacks, self.shadow_callbacks = [], []
+
+    def get_configuration(self):
+        return json.loads(json.dumps(self.config))
+
+    def on_configuration_change(self, callback):
+        self.config_callbacks.append(callback)
+
+    def get_shadow(self, name):
+        return self.shadow
+
+    def update_shadow(self, name, document):
+        self.reports.append(json.loads(json.dumps(document)))
+        return {}
+
+    def on_shadow_document(self, name, callback):
+        self.shadow_callbacks.append(callback)
+
+    def publish_json(self, topic, doc):
+        self.published.append((topic, json.loads(json.dumps(doc))))
+
+    def subscribe(self, topic, callback):
+        self.subscribers.setdefault(topic, []).append(callback)
+
+    # test side
+    def deliver(self, topic, payload):
+        for callback in self.subscribers.get(topic, []):
+            callback(topic, payload)
+
+    def set_desired(self, sampling):
+        for callback in self.shadow_callbacks:
+            callback({"state": {"desired": {"sampling": sampling}, "reported": {}}})
+
+    def change_config(self, **changes):
+        self.config.update(changes)
+        for callback in self.config_callbacks:
+            callback()
+
+    def raw(self):
+        return [doc for topic, doc in self.published if topic == RAW]
+
+
+@pytest.fixture
+def setup():
+    def make(config=CONFIG, shadow=None):
+        ipc, clock = MemoryIpc(config, shadow), FakeClock()
+        runner = Runner(ipc, clock, run="0badcafe")
+        runner.start()
+        return ipc, clock, runner
+    return make
+
+
+def settle(runner):
+    """Handle every queued message, then whatever is due now."""
+    while runner.inbox.qsize():
+        runner.step(block=False)
+    runner.step(block=False)
+
+
+def run_for(runner, clock, ms, step_ms=100):
+    for _ in range(ms // step_ms):
+        settle(runner)
+        clock.advance(step_ms)
+
+
+def test_publishes_readings_in_contract(setup):
+    ipc, clock, runner = setup()
+    run_for(runner, clock, 3_000)
+    readings = ipc.raw()
+    assert [r["seq"] for r in readings] == [0, 1, 2]
+    for reading in readings:
+        assert contracts.check("reading-raw", reading) == []
+        assert reading["device"] == "gw-1" and reading["run"] == "0badcafe" and reading["status"] == "ok"
+        assert reading["held_from"] == 0                      # nothing acknowledged yet
+        assert reading["cpu_temperature"] is None             # no thermal zone at that path
+    assert readings[0]["temperature"] == pytest.approx(23.5, abs=0.01)
+    assert ipc.reports[0]["state"]["reported"]["sampling"]["interval_s"] == 1.0
+
+
+def test_acks_release_readings_and_a_stalled_ack_brings_resends(setup):
+    ipc, clock, runner = setup(config=dict(CONFIG, resend_after_s=5.0))
+    run_for(runner, clock, 3_000)                             # seq 0, 1, 2
+    ipc.deliver(ACKS, {"device": "gw-1", "run": "0badcafe", "seq": 1.0})
+    ipc.deliver(ACKS, {"device": "other", "run": "0badcafe", "seq": 2})      # not ours
+    ipc.deliver(ACKS, {"device": "gw-1", "run": "0badcafe"})                # not an ack
+    run_for(runner, clock, 1_000)                             # seq 3
+    assert ipc.raw()[-1]["seq"] == 3 and ipc.raw()[-1]["held_from"] == 2
+    published = len(ipc.raw())
+    run_for(runner, clock, 5_000)                             # no ack for 5 s: everything held again
+    seqs = [r["seq"] for r in ipc.raw()[published:]]
+    assert seqs[:4] == [4, 5, 6, 7] and [2, 3, 4, 5, 6, 7, 8] == sorted(set(seqs))
+    resent = seqs[seqs.index(2):]
+    assert resent == sorted(resent)                           # oldest first
+    assert runner.problems.counts["invalid ack"] == 1
+
+
+def test_shadow_interval_applies_live_and_is_reported(setup):
+    ipc, clock, runner = setup(shadow={"state": {"desired": {"sampling": {"interval_s": 2.0}}}})
+    run_for(runner, clock, 4_000)
+    assert len(ipc.raw()) == 2
+    ipc.set_desired({"interval_s": 0.5})
+    settle(runner)
+    before = len(ipc.raw())
+    run_for(runner, clock, 2_000)
+    monos = [r["mono"] for r in ipc.raw()[before - 1:]]
+    assert monos[0] == 4_000 and [b - a for a, b in zip(monos, monos[1:])] == [500] * 3
+    assert ipc.reports[-1]["state"]["reported"]["sampling"]["interval_s"] == 0.5
+    assert runner.sampler.schedule.skipped == 0
+
+
+def test_a_bad_value_is_refused_and_the_last_good_one_stays(setup, caplog):
+    ipc, clock, runner = setup()
+    ipc.set_desired({"interval_s": 0})
+    with caplog.at_level(logging.WARNING):
+        settle(runner)
+    assert "interval_s" in caplog.text and "0.1" in caplog.text
+    run_for(runner, clock, 3_000)
+    monos = [r["mono"] for r in ipc.raw()]
+    assert [b - a for a, b in zip(monos, monos[1:])] == [1_000, 1_000]
+
+
+def test_a_fault_is_logged_once_and_readings_keep_flowing(setup, caplog):
+    ipc, clock, runner = setup()
+    run_for(runner, clock, 2_000)
+    with caplog.at_level(logging.INFO, logger="bme680_sensor.runner"):
+        ipc.change_config(scenario="chip_absent")
+        run_for(runner, clock, 10_000)
+    statuses = [r["status"] for r in ipc.raw()]
+    assert statuses[:2] == ["ok", "ok"] and set(statuses[2:]) == {"chip_absent"} and len(statuses) == 12
+    assert all(contracts.check("reading-raw", r) == [] for r in ipc.raw())
+    assert caplog.text.count("sensor chip_absent") == 1
+    ipc.change_config(scenario="steady")
+    run_for(runner, clock, 1_000)
+    assert ipc.raw()[-1]["status"] == "ok"
+    assert ipc.reports[-1]["state"]["reported"]["sampling"]["scenario"] == "steady"
