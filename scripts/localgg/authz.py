@@ -75,16 +75,23 @@ def resource_matches(pattern: str, resource: str, mqtt_style: bool = False) -> b
 
 
 class Authorizer:
-    def __init__(self, access_control_of: Callable[[str], object]) -> None:
+    """`granted`: principal -> an accessControl block the core gives it besides its own
+    configuration (greengrass-cli's clients get `*` on pub/sub and the MQTT proxy)."""
+
+    def __init__(self, access_control_of: Callable[[str], object],
+                 granted: dict[str, dict] | None = None) -> None:
         self._access_control_of = access_control_of
+        self._granted = granted or {}
 
     def policies(self, principal: str, service: str) -> list[tuple[list[str], list[str]]]:
         """(operations, resources) pairs the principal declared for `service`."""
-        service_policies = _ci(self._access_control_of(principal), service)
-        if not isinstance(service_policies, dict):
-            return []
+        declared = []
+        for access_control in (self._access_control_of(principal), self._granted.get(principal)):
+            service_policies = _ci(access_control, service)
+            if isinstance(service_policies, dict):
+                declared.extend(service_policies.values())
         out = []
-        for policy in service_policies.values():
+        for policy in declared:
             operations = _ci(policy, "operations")
             if not isinstance(operations, list) or not operations:
                 continue  # a policy without operations is dropped

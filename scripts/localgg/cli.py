@@ -6,11 +6,24 @@
     localgg deployment status --root DIR -i ID | deployment list --root DIR
     localgg component list|details -n NAME|restart -n NAMES|stop -n NAMES --root DIR
     localgg logs get --root DIR (--log-file FILE | --component NAME) [--follow]
+    localgg pubsub pub -t TOPIC -m MESSAGE|FILE --root DIR | pubsub sub -t TOPIC --root DIR
+    localgg iotcore pub -t TOPIC -m MESSAGE|FILE [-q 0|1] --root DIR | iotcore sub -t TOPIC [-q 0|1] --root DIR
 
-Every command but `start` talks to the running core over IPC, with the real awsiotsdk
+localgg's own (no greengrass-cli equivalent):
+
+    localgg status --root DIR                               the core's state as JSON (IoT Core link, spool, IPC)
+    localgg fault link down|up|flap|limit|clear|status --root DIR
+    localgg fault component kill -n NAME --root DIR | fault core restart [--kill] --root DIR
+    localgg fault broker restart|stop|start|status [--kill] --cloud DIR
+    localgg cloud start --dir DIR [--port N] [--broker mosquitto|amqtt|auto] [--no-limits]
+    localgg cloud record --cloud DIR --topic FILTER [--topic FILTER ...] --db FILE
+    localgg cloud publish --cloud DIR --topic T --payload P [--qos 0|1] [--retain]
+
+The greengrass-cli commands talk to the running core over IPC, with the real awsiotsdk
 client and the token the core writes to `<root>/cli_ipc_info/`, as greengrass-cli does.
 Outputs are greengrass-cli's. `--wait` (a localgg addition) waits for the deployment to
-end and exits 0 only if it SUCCEEDED.
+end and exits 0 only if it SUCCEEDED. `status` and `fault` use the core's control socket;
+`fault broker` and `cloud` the cloud's.
 """
 
 from __future__ import annotations
@@ -44,7 +57,8 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def connect(root: Path):
-    """An IPC client authenticated as aws.greengrass.Cli."""
+    """An IPC client authenticated as aws.greengrass.Cli. Its stream callbacks run on the
+    connection's thread, in the order the events came (the default executor may reorder them)."""
     info_file = root / "cli_ipc_info" / "localgg-cli"
     if not info_file.exists():
         raise CliError(f"no localgg core has run under {root}: start one with `localgg start --root {root}`")
@@ -55,7 +69,7 @@ def connect(root: Path):
     from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
     try:
         client = awsiot.greengrasscoreipc.connect(ipc_socket=info["socket_path"], authtoken=info["cli_auth_token"])
-        return GreengrassCoreIPCClientV2(client=client)
+        return GreengrassCoreIPCClientV2(client=client, executor=None)
     except Exception as exc:  # connection refused, access denied
         raise CliError(f"cannot reach the localgg core under {root}: {exc!r}") from exc
 
@@ -107,8 +121,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"localgg core running under {root} (thing {args.thing}); IPC socket {kernel.socket_path}",
               flush=True)
         await kernel.exit_requested.wait()
-        await kernel.stop()
-        (root / "localgg.pid").unlink(missing_ok=True)
+        try:
+            await kernel.stop()
+        except Exception:  # noqa: BLE001 - still leave no pid behind, and still restart if asked
+            import traceback
+            print("localgg: stopping the core failed:", file=sys.stderr)
+            traceback.print_exc()
+        finally:
+            (root / "localgg.pid").unlink(missing_ok=True)
         return kernel.restart_requested
 
     if asyncio.run(main()):
@@ -233,7 +253,7 @@ def cmd_cloud_start(args: argparse.Namespace) -> int:
         print("mosquitto is not installed: using the embedded amqtt broker instead (MQTT 3.1.1, client "
               "certificates optional, no IoT Core packet size limit); cores connect with mqtt.version mqtt3", flush=True)
     print(f"localgg cloud running in {cloud.directory}: IoT Core at 127.0.0.1:{cloud.broker.port} "
-          f"(TLS, CA {cloud.directory / 'pki' / 'ca.crt'}, broker {type(cloud.broker).__name__})", flush=True)
+          f"(TLS, CA {cloud.directory / 'pki' / 'ca.crt'}, broker {cloud.broker.describe()})", flush=True)
     stop.wait()
     cloud.stop()
     return 0
@@ -245,7 +265,7 @@ def cmd_cloud_record(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(f"recording {', '.join(args.topic)} into {args.db}", flush=True)
+    print(f"recording {', '.join(args.topic)} into {args.db} (client id {recorder.client_id})", flush=True)
     stop.wait()
     recorder.stop()
     return 0
@@ -253,7 +273,8 @@ def cmd_cloud_record(args: argparse.Namespace) -> int:
 
 def cmd_cloud_publish(args: argparse.Namespace) -> int:
     from .cloud import mqtt
-    client = mqtt.connect(_cloud_dir(args), "localgg-cli-publisher")
+    client = mqtt.connect(_cloud_dir(args), "localgg-cli-publisher",
+                          client_id=mqtt.unique_client_id("localgg-cli-publisher"))
     info = client.publish(args.topic, args.payload.encode(), qos=args.qos, retain=args.retain)
     info.wait_for_publish(10)
     client.loop_stop()
@@ -382,6 +403,120 @@ def cmd_component_stop(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# -- pubsub and iotcore: greengrass-cli's topic commands ---------------------------------------
+# (aws-greengrass-cli client/.../commands/topic/{PubSubCommand,IotCoreCommand,TopicBaseInfo}.java and
+# NucleusAdapterIpcClientImpl.java: the texts below are theirs.) The CLI's clients may publish and
+# subscribe to anything (CLIService.authorizePubSubPermission grants `*`).
+
+TOPIC_EMPTY = "Topic name cannot be empty"
+
+
+def _topic(args: argparse.Namespace) -> str:
+    if not args.topic or not args.topic.strip():
+        raise CliError(TOPIC_EMPTY)
+    return args.topic
+
+
+def _content(message: str) -> bytes:
+    """`-m` names a file (read whole) when one exists at that path, else it is the message."""
+    path = Path(os.path.expanduser(message))
+    try:
+        if path.is_file():
+            return path.read_bytes()
+    except (OSError, ValueError):
+        pass
+    return message.encode()
+
+
+def cmd_pubsub_pub(args: argparse.Namespace) -> int:
+    from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
+    topic = _topic(args)
+    client = connect(_root(args))
+    try:
+        client.publish_to_topic(topic=topic, publish_message=PublishMessage(
+            binary_message=BinaryMessage(message=_content(args.message))))
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_iotcore_pub(args: argparse.Namespace) -> int:
+    topic = _topic(args)
+    client = connect(_root(args))
+    try:
+        client.publish_to_iot_core(topic_name=topic, qos=args.qos, payload=_content(args.message))
+    finally:
+        client.close()
+    return 0
+
+
+def _printable(payload: bytes) -> str:
+    return payload.decode("utf-8", errors="replace")
+
+
+def _subscribe(args: argparse.Namespace, subscribe, unauthorized: str, closed_text: str) -> int:
+    """Subscribe, say so, print every message until Ctrl-C (or SIGTERM); exit 1 if the core ends the stream."""
+    from awsiot.greengrasscoreipc.model import UnauthorizedError
+    topic = _topic(args)
+    done = threading.Event()
+    ended_by_core = []
+    client = connect(_root(args))
+
+    def on_error(error: Exception) -> bool:
+        print(f"Received a stream error.\n{error!r}", file=sys.stderr, flush=True)
+        return False  # keep the stream open, as greengrass-cli does
+
+    def on_closed() -> None:
+        if not done.is_set():
+            print(closed_text, flush=True)
+            ended_by_core.append(True)
+            done.set()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        try:
+            _, operation = subscribe(client, topic, on_error, on_closed)
+        except UnauthorizedError:
+            print(unauthorized.format(topic), file=sys.stderr, flush=True)
+            return 1
+        print(f"Successfully subscribed to topic: {topic}", flush=True)
+        done.wait()
+        if not ended_by_core:
+            operation.close()
+    finally:
+        client.close()
+    return 1 if ended_by_core else 0
+
+
+def cmd_pubsub_sub(args: argparse.Namespace) -> int:
+    def on_event(event) -> None:
+        # greengrass-cli names the subscription's topic, and reads binary messages only (a JSON
+        # message makes it print an exception); localgg prints JSON messages as compact JSON.
+        if event.binary_message is not None:
+            text = _printable(event.binary_message.message or b"")
+        elif event.json_message is not None:
+            text = json.dumps(event.json_message.message, separators=(",", ":"))
+        else:
+            return
+        print(f"Received new message on topic {args.topic}: {text}", flush=True)
+
+    return _subscribe(args, lambda client, topic, on_error, on_closed: client.subscribe_to_topic(
+        topic=topic, on_stream_event=on_event, on_stream_error=on_error, on_stream_closed=on_closed),
+        "Unauthorized error while publishing to topic: {}",  # sic: greengrass-cli's text for a subscription
+        "Subscribe to topic stream closed.")
+
+
+def cmd_iotcore_sub(args: argparse.Namespace) -> int:
+    def on_event(event) -> None:
+        message = event.message
+        print(f"Received new message on topic {message.topic_name}: {_printable(message.payload or b'')}", flush=True)
+
+    return _subscribe(args, lambda client, topic, on_error, on_closed: client.subscribe_to_iot_core(
+        topic_name=topic, qos=args.qos, on_stream_event=on_event, on_stream_error=on_error,
+        on_stream_closed=on_closed),
+        "Unauthorized error while subscribing to topic: {}", "Subscribe to IoT Core stream closed.")
+
+
 def cmd_logs_get(args: argparse.Namespace) -> int:
     root = _root(args) if (args.root or os.environ.get("GGC_ROOT_PATH")) else None
     files = [Path(f) for f in (args.log_file or [])]
@@ -457,6 +592,20 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("-n", "--names", required=True, action="append")
         p.set_defaults(func=func)
 
+    for service, help_text in (("pubsub", "local publish/subscribe"), ("iotcore", "AWS IoT Core (MQTT)")):
+        commands = sub.add_parser(service, help=help_text).add_subparsers(dest="action", required=True)
+        pub = with_root(commands.add_parser("pub", help="Publish message to the specific topic"))
+        pub.add_argument("-t", "--topic", required=True, help="The name of the topic.")
+        pub.add_argument("-m", "--message", required=True,
+                         help="The message that is published (a file's content when it names a file).")
+        subscribe = with_root(commands.add_parser("sub", help="Subscribe the specific topic (Ctrl-C ends it)"))
+        subscribe.add_argument("-t", "--topic", required=True, help="The name of the topic.")
+        if service == "iotcore":
+            for p in (pub, subscribe):
+                p.add_argument("-q", "--qos", default="0", choices=["0", "1"], help="The MQTT QoS to use (default 0).")
+        pub.set_defaults(func=cmd_pubsub_pub if service == "pubsub" else cmd_iotcore_pub)
+        subscribe.set_defaults(func=cmd_pubsub_sub if service == "pubsub" else cmd_iotcore_sub)
+
     fault = sub.add_parser("fault", help="(localgg) inject faults").add_subparsers(dest="target", required=True)
     link = with_root(fault.add_parser("link", help="the network between the core and IoT Core"))
     link.add_argument("action", choices=["down", "up", "flap", "limit", "clear", "status"])
@@ -488,10 +637,12 @@ def parser() -> argparse.ArgumentParser:
     cstart.add_argument("--broker", choices=["mosquitto", "amqtt", "auto"], default="mosquitto",
                         help="auto: mosquitto if installed, else the pip-installable amqtt (MQTT 3.1.1)")
     cstart.set_defaults(func=cmd_cloud_start)
-    record = cloud.add_parser("record", help="store every message on some topics with its arrival time")
+    record = cloud.add_parser("record", help="store every message on some topics with its arrival time "
+                              "(any number of recorders may run at once; a lost connection is said on stderr)")
     record.add_argument("--cloud", required=True, metavar="DIR")
-    record.add_argument("--topic", action="append", required=True)
-    record.add_argument("--db", required=True)
+    record.add_argument("--topic", action="append", required=True, metavar="FILTER",
+                        help="an MQTT topic filter ('dt/#'); repeat it to record several")
+    record.add_argument("--db", required=True, help="the SQLite file (table messages)")
     record.set_defaults(func=cmd_cloud_record)
     publish = cloud.add_parser("publish", help="publish one message as the cloud")
     publish.add_argument("--cloud", required=True, metavar="DIR")

@@ -10,7 +10,8 @@ Usage::
 
 Rules (docs/lifecycle-recipes.md 4): breadth-first from the roots, every requirement on
 a component ANDed; the running version wins if it satisfies them, else the highest
-local version that does. Configuration: the current configuration, then RESET (JSON
+local version that does; what a root reaches must not depend on itself, however
+indirectly ("Circular dependency detected for component A-v1.0.0"). Configuration: the current configuration, then RESET (JSON
 pointers; "" resets everything), then the recipe defaults fill the gaps, then MERGE
 (objects merged deeply, everything else replaced).
 """
@@ -80,7 +81,33 @@ def resolve(roots: dict[str, str], store: RecipeStore, running: dict[str, str],
         for dep, spec in store.get(name, version).dependencies.items():
             requirements.setdefault(dep, []).append((name, spec.version_requirement))
             queue.append(dep)
+    dependencies = {n: [] if n in builtins else list(store.get(n, v).dependencies) for n, v in chosen.items()}
+    for root in roots:
+        _refuse_cycles(root, chosen, dependencies)
     return chosen
+
+
+def _refuse_cycles(root: str, chosen: dict[str, str], dependencies: dict[str, list[str]]) -> None:
+    """DependencyResolver.detectCircularDependency: what `root` reaches must have an order."""
+    reached, queue = set(), [root]
+    while queue:
+        name = queue.pop()
+        if name not in reached:
+            reached.add(name)
+            queue.extend(d for d in dependencies.get(name, ()) if d in chosen)
+    waiting = {n: {d for d in dependencies.get(n, ()) if d in reached} for n in reached}
+    ready = [n for n, deps in waiting.items() if not deps]
+    ordered = 0
+    while ready:
+        done = ready.pop()
+        ordered += 1
+        for name, deps in waiting.items():
+            if done in deps:
+                deps.discard(done)
+                if not deps:
+                    ready.append(name)
+    if ordered != len(reached):
+        raise ResolutionError(f"Circular dependency detected for component {root}-v{chosen[root]}")
 
 
 def _choose(name: str, reqs: list[tuple[str, str]], store: RecipeStore, running: dict[str, str],
@@ -99,7 +126,17 @@ def _choose(name: str, reqs: list[tuple[str, str]], store: RecipeStore, running:
     raise ResolutionError(
         "Device is configured to run offline and no local component version satisfies the requirements. "
         f"Check whether the version constraints conflict and that the component exists in your recipe "
-        f"directory. Component {name} version constraints: {wanted}.")
+        f"directory. Component {name} version constraints: {wanted}. {_have(name, candidates, builtins)}")
+
+
+def _have(name: str, candidates: list[str], builtins: dict[str, str]) -> str:
+    """What there is instead (a localgg addition to the nucleus's text)."""
+    if name in builtins:
+        return f"(localgg: {name} is built in, version {builtins[name]} only.)"
+    if candidates:
+        return f"(localgg: the versions of {name} here are {', '.join(sorted(set(candidates), key=semver.Version.parse))}.)"
+    return (f"(localgg: there is no recipe of {name}: none in the recipe directory of this deployment or of an "
+            f"earlier one.)")
 
 
 def _pointer_parts(pointer: str) -> list[str]:

@@ -161,6 +161,11 @@ def encode_headers(headers: Iterable[Header]) -> bytes:
     return b"".join(_encode_header(h) for h in headers)
 
 
+def frame_size(message: Message) -> int:
+    """How many bytes `encode(message)` makes (cheap: the payload is not copied)."""
+    return PRELUDE_LEN + len(encode_headers(message.headers)) + len(message.payload) + CRC_LEN
+
+
 def encode(message: Message) -> bytes:
     """The frame for `message`. Raises LocalProtocolError when it exceeds the limits."""
     headers = encode_headers(message.headers)

@@ -29,28 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import lifecycle as lc
-from .authz import Authorizer
+from . import limits
+from .authz import CLI, Authorizer
 from .configstore import ConfigStore
 from .deployment import RecipeStore, ResolutionError, resolve, resolve_configuration
 from .interpolate import Scope, interpolate_tree
-from .ipc.cli import CliHandlers
+from .ipc.cli import CLI_CLIENT_ACCESS, CliHandlers
 from .ipc.config import ConfigHandlers
 from .ipc.lifecycle import LifecycleHandlers
 from .ipc.mqttproxy import MqttProxyHandlers
-from .iotcore.bridge import CloudSettings, IoTCoreBridge
+from .iotcore.bridge import DISK_SPOOLER, CloudSettings, IoTCoreBridge
 from .control import ControlServer
 from .ipc.shadow import ShadowHandlers
 from .shadow.manager import ShadowManager
 from .ipc.pubsub import PubSubHandlers
 from .processes import Reaper, kill_leftover_groups, log_line
 from .pubsub import PubSub
-from .recipe import Recipe, RecipeError, device_platform, find_recipes, step as find_step
+from .recipe import Recipe, RecipeError, device_platform, find_recipes, step as find_step, zip_folder
 from .server import Dispatcher, IpcServer
 
 log = logging.getLogger("localgg")
 
 NUCLEUS = "aws.greengrass.Nucleus"
-CLI = "aws.greengrass.Cli"
 NUCLEUS_VERSION = "2.18.2"
 LOCAL_GROUP = "LOCAL_DEPLOYMENT"
 TRACK_INTERVAL = 1.0  # DeploymentService checks the services' states once a second
@@ -65,7 +65,7 @@ BUILTINS: dict[str, tuple[str, str, dict]] = {
 # device (ShadowManager's IPC operations are "not supported" until it is deployed).
 AVAILABLE: dict[str, tuple[str, str, dict]] = {
     "aws.greengrass.ShadowManager": ("2.3.12", lc.RUNNING, {}),
-    "aws.greengrass.DiskSpooler": ("1.0.3", lc.RUNNING, {}),
+    DISK_SPOOLER: ("1.0.3", lc.RUNNING, {}),
     "aws.greengrass.TokenExchangeService": ("2.0.3", lc.RUNNING, {}),
 }
 
@@ -126,7 +126,8 @@ class Kernel:
         self.clock = clock
         self.socket_path = str(self.root / "ipc.socket")
         self.config = ConfigStore(lambda: int(self.clock() * 1000))
-        self.authz = Authorizer(lambda component: self.config.view(component, ["accessControl"]))
+        self.authz = Authorizer(lambda component: self.config.view(component, ["accessControl"]),
+                                granted={CLI: CLI_CLIENT_ACCESS})
         self.bus = PubSub()
         self.recipes = RecipeStore(self.root / "packages" / "recipes")
         self.components: dict[str, lc.Component] = {}
@@ -148,7 +149,7 @@ class Kernel:
         self.dispatcher.add(*LifecycleHandlers(self.report_state).operations())
         self.dispatcher.add(*CliHandlers(self).operations())
         self.iotcore = IoTCoreBridge(self.root, thing_name, lambda: self.config.view(NUCLEUS, ["mqtt"], {}),
-                                     lambda: self.deployed("aws.greengrass.DiskSpooler"))
+                                     lambda: self.deployed(DISK_SPOOLER))
         self.dispatcher.add(*MqttProxyHandlers(self.iotcore, self.authz).operations())
         self.shadows = ShadowManager(self)
         self.dispatcher.add(*ShadowHandlers(self.shadows).operations())
@@ -185,6 +186,7 @@ class Kernel:
                     "work", "logs", "deployments", "cli_ipc_info"):
             self.path(sub).mkdir(parents=True, exist_ok=True)
         self._setup_logging()
+        asyncio.get_running_loop().set_exception_handler(_log_unhandled)
         self._queue = asyncio.Queue()
         self._changed = asyncio.Event()
         self.exit_requested = asyncio.Event()
@@ -221,6 +223,7 @@ class Kernel:
         self._save_pgids()
         self._reaper.stop()
         log.info("localgg stopped")
+        asyncio.get_running_loop().set_exception_handler(None)
         for handler in list(logging.getLogger("localgg").handlers):
             if getattr(handler, "_localgg_root", None) == str(self.root):
                 logging.getLogger("localgg").removeHandler(handler)
@@ -350,12 +353,20 @@ class Kernel:
             return None if component not in self.builtins else False
         return comp.report(state)
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write what is deployed and the configuration. A file that cannot be written is
+        logged and left as it was; the other is still written. True if both were."""
         self._save_pending = False
         state = {"thing": self.thing_name, "groups": self.groups,
                  "services": {n: s.to_json() for n, s in self.specs.items()}}
-        _write_json(self.path("config", "state.json"), state)
-        _write_json(self.path("config", "configuration.json"), self.config.snapshot())
+        saved = True
+        for name, data in (("state.json", lambda: state), ("configuration.json", self.config.snapshot)):
+            try:
+                _write_json(self.path("config", name), data())
+            except Exception:  # noqa: BLE001 - one bad value must not stop the others, nor a stop
+                log.exception("could not save %s: what changed since it was last saved is lost on restart", name)
+                saved = False
+        return saved
 
     def save_soon(self) -> None:
         if not self._save_pending:
@@ -394,7 +405,7 @@ class Kernel:
 
     def status(self) -> dict:
         return {"pid": os.getpid(), "root": str(self.root), "thing": self.thing_name,
-                "iotcore": self.iotcore.status(),
+                "iotcore": self.iotcore.status(), "ipc": self.server.status(),
                 "components": {n: self.state_of(n) for n in sorted(set(self.components) | set(self.builtins))}}
 
     # -- the CLI's operations -------------------------------------------------------
@@ -462,6 +473,7 @@ class Kernel:
                 stack: list[str] | None = None, types: list[str] | None = None) -> None:
         dep.status = status
         dep.details = {"detailedDeploymentStatus": detailed}
+        cause = limits.clip(cause)  # it may echo a huge input, and every ListLocalDeployments carries it
         if cause:
             dep.details.update({"deploymentFailureCause": cause,
                                 "deploymentErrorStack": stack or ["DEPLOYMENT_FAILURE"],
@@ -520,6 +532,11 @@ class Kernel:
         builtin_versions.update({n: v[0] for n, v in AVAILABLE.items()})
         versions = resolve({**constraints, **roots}, self.recipes, running, builtin_versions)
         updates = request.get("componentToConfiguration") or {}
+        for name in updates:
+            if name not in roots:  # KernelConfigResolver applies updates to roots only, and says nothing
+                log.warning("Ignoring the configuration update for %s: it is not a root component of this deployment "
+                            "(the nucleus applies --update-config to root components only: add --merge %s=VERSION)",
+                            name, name)
         recipes: dict[str, Recipe] = {n: self.recipes.get(n, v) for n, v in versions.items()
                                       if n not in builtin_versions}
         plan: dict[str, ServiceSpec] = {}
@@ -533,6 +550,9 @@ class Kernel:
             if update is not None and not isinstance(update, dict):
                 raise DeploymentError(f"the configuration update for {name} must be {{\"MERGE\": ..., \"RESET\": [...]}}")
             config = resolve_configuration(current, defaults, update)
+            if limits.too_deep(config):
+                raise DeploymentError(f"the configuration of {name} nests deeper than {limits.MAX_DEPTH} levels "
+                                      f"(localgg's limit)")
             plan[name] = ServiceSpec(name, version, configuration=config, builtin=name not in recipes)
         for name, recipe in recipes.items():
             selected = recipe.select(self.platform)
@@ -572,7 +592,7 @@ class Kernel:
                     f"{recipe.name}@{recipe.version}: artifact {artifact.uri} not found: put {artifact.file_name} in "
                     f"<artifactDir>/{recipe.name}/{recipe.version}/")
             if artifact.unarchive == "ZIP":
-                stem = path.name.rsplit(".", 1)[0]
+                stem = zip_folder(path.name)
                 if not stem:
                     raise DeploymentError(f"{recipe.name}@{recipe.version}: a ZIP artifact needs a name: {artifact.uri}")
                 target = self.unarchived_path(recipe.name, recipe.version) / stem
@@ -660,9 +680,26 @@ class Kernel:
 
 
 class _NucleusFormatter(logging.Formatter):
+    """The nucleus's text format; an exception's traceback follows its line, as the nucleus's
+    stack traces do."""
+
     def format(self, record: logging.LogRecord) -> str:
         level = {"WARNING": "WARN"}.get(record.levelname, record.levelname)
-        return log_line(level, f"({record.threadName}) {record.name}", record.getMessage()).rstrip("\n")
+        line = log_line(level, f"({record.threadName}) {record.name}", record.getMessage()).rstrip("\n")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+def _log_unhandled(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """An exception nobody awaited (a callback, a forgotten task): into greengrass.log, with its
+    traceback, as well as where asyncio puts it (stderr)."""
+    exc = context.get("exception")
+    log.error("unhandled error: %s", context.get("message") or "no message",
+              exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
+    loop.default_exception_handler(context)
 
 
 def _safe_extract(archive: zipfile.ZipFile, target: Path) -> None:
@@ -687,8 +724,9 @@ def write_private(path: Path, text: str) -> None:
 
 
 def _write_json(path: Path, data: object) -> None:
+    text = json.dumps(data, indent=1, sort_keys=True)  # before touching the file: a failure leaves it whole
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -27,7 +27,7 @@ import enum
 import json
 from dataclasses import dataclass
 
-from .eventstream import Header, LocalProtocolError, Message
+from .eventstream import MAX_MESSAGE_SIZE, Header, LocalProtocolError, Message, frame_size
 
 PROTOCOL_VERSION = "0.1.0"
 CONTENT_TYPE_JSON = "application/json"
@@ -134,6 +134,21 @@ def protocol_error(reason: str, mtype: MessageType = MessageType.PROTOCOL_ERROR)
                        payload=payload)
 
 
+class FrameTooLarge(LocalProtocolError):
+    """A response or event that no frame can carry (over 16 MiB); nothing has changed."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the message would be {size} bytes, over the event-stream limit of {MAX_MESSAGE_SIZE}")
+        self.size = size
+
+
+def _fits(message: Message) -> Message:
+    size = frame_size(message)
+    if size > MAX_MESSAGE_SIZE:
+        raise FrameTooLarge(size)
+    return message
+
+
 class ServerConnection:
     """One client connection's RPC state. Not thread-safe; drive it from one task."""
 
@@ -227,29 +242,32 @@ class ServerConnection:
         return rpc_message(MessageType.CONNECT_ACK, 0, Flag.NONE)
 
     def respond(self, stream_id: int, model_type: str, body: dict, *, terminate: bool) -> Message:
-        """The operation's response: the first APPLICATION_MESSAGE on its stream."""
+        """The operation's response: the first APPLICATION_MESSAGE on its stream. Raises
+        FrameTooLarge, with the stream still awaiting its response, when it cannot be sent."""
         self._require_stream(stream_id, StreamState.AWAIT_RESPONSE)
+        flags = Flag.TERMINATE_STREAM if terminate else Flag.NONE
+        message = _fits(rpc_message(MessageType.APPLICATION_MESSAGE, stream_id, flags,
+                                    _json_headers(model_type), _dumps(body)))
         if terminate:
             del self.streams[stream_id]
         else:
             self.streams[stream_id] = StreamState.STREAMING
-        flags = Flag.TERMINATE_STREAM if terminate else Flag.NONE
-        return rpc_message(MessageType.APPLICATION_MESSAGE, stream_id, flags,
-                           _json_headers(model_type), _dumps(body))
+        return message
 
     def event(self, stream_id: int, model_type: str, body: dict) -> Message:
-        """A stream event; only after the response."""
+        """A stream event; only after the response. Raises FrameTooLarge."""
         self._require_stream(stream_id, StreamState.STREAMING)
-        return rpc_message(MessageType.APPLICATION_MESSAGE, stream_id, Flag.NONE,
-                           _json_headers(model_type), _dumps(body))
+        return _fits(rpc_message(MessageType.APPLICATION_MESSAGE, stream_id, Flag.NONE,
+                                 _json_headers(model_type), _dumps(body)))
 
     def error(self, stream_id: int, model_type: str, body: dict) -> Message:
         """An APPLICATION_ERROR; it ends the stream."""
         if stream_id not in self.streams:
             raise LocalProtocolError(f"stream {stream_id} is not open")
+        message = _fits(rpc_message(MessageType.APPLICATION_ERROR, stream_id, Flag.TERMINATE_STREAM,
+                                    _json_headers(model_type), _dumps(body)))
         del self.streams[stream_id]
-        return rpc_message(MessageType.APPLICATION_ERROR, stream_id, Flag.TERMINATE_STREAM,
-                           _json_headers(model_type), _dumps(body))
+        return message
 
     def error_unmodelled(self, stream_id: int, content_type: str, payload: bytes) -> Message:
         """An APPLICATION_ERROR with no service-model-type, as the nucleus sends for an unknown

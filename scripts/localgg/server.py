@@ -2,7 +2,9 @@
 
 Usage::
 
-    server = IpcServer(socket_path, authenticate=tokens.component_for, dispatcher=dispatcher)
+    dispatcher = Dispatcher()
+    dispatcher.add(Operation("PublishToTopic", handler))   # handler(Call) -> dict, or a coroutine
+    server = IpcServer(socket_path, authenticate=lambda token: component_or_None, dispatcher=dispatcher)
     await server.start()
     ...
     await server.stop()
@@ -11,6 +13,13 @@ The server only moves bytes: it decodes frames (eventstream), drives one
 rpc.ServerConnection per client, and hands each OperationRequested to the
 Dispatcher, which finds the handler and translates errors. A malformed frame or
 protocol violation gets a PROTOCOL_ERROR and closes that one connection.
+
+Bounds (limits.py; localgg's own, the nucleus has none of these): a request nested
+deeper than MAX_DEPTH gets the nucleus's answer to a request it cannot deserialize,
+and the connection stays; a response too big for a frame (16 MiB) is a ServiceError
+instead; an event too big for a frame is dropped and logged. Each connection's unsent
+bytes are bounded: above MAX_OUTGOING_BYTES its subscriptions' events are dropped
+(counted in the log) until it reads again; above MAX_OUTGOING_HARD it is closed.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from . import errors, rpc
+from . import errors, limits, rpc
 from .eventstream import Decoder, Message, RemoteProtocolError, encode
 
 log = logging.getLogger("localgg.ipc")
@@ -90,7 +99,12 @@ class Stream:
             return
         if not self._conn.rpc.is_open(self.stream_id):
             return
-        self._conn.write(self._conn.rpc.event(self.stream_id, self.model_type, body))
+        try:
+            message = self._conn.rpc.event(self.stream_id, self.model_type, body)
+        except rpc.FrameTooLarge as exc:
+            log.warning("dropped an event for %s on stream %d: %s", self._conn.component, self.stream_id, exc)
+            return
+        self._conn.write(message, event=True)
 
     def close(self) -> None:
         """The server ends the stream."""
@@ -152,6 +166,7 @@ class _Connection(asyncio.Protocol):
     component: str | None = None
     streams: dict[int, Stream] = field(default_factory=dict)
     tasks: set = field(default_factory=set)
+    dropped_events: int = 0   # since the outgoing buffer last went over MAX_OUTGOING_BYTES
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -165,9 +180,27 @@ class _Connection(asyncio.Protocol):
         for task in self.tasks:
             task.cancel()
 
-    def write(self, message: Message) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode(message))
+    def write(self, message: Message, event: bool = False) -> None:
+        """Send `message`, within the connection's bound on unsent bytes (see the module doc)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > limits.MAX_OUTGOING_HARD:
+            log.warning("closing the IPC connection of %s: %d bytes it has not read (limit %d)", self.component,
+                        unsent, limits.MAX_OUTGOING_HARD)
+            self.transport.abort()
+            return
+        if event and unsent > limits.MAX_OUTGOING_BYTES:
+            if not self.dropped_events:
+                log.warning("%s does not read its IPC connection (%d bytes unsent): dropping its subscriptions' "
+                            "events until it does", self.component, unsent)
+            self.dropped_events += 1
+            return
+        if self.dropped_events and unsent <= limits.MAX_OUTGOING_BYTES // 2:
+            log.warning("%s reads its IPC connection again: %d events were dropped", self.component,
+                        self.dropped_events)
+            self.dropped_events = 0
+        self.transport.write(encode(message))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -219,9 +252,14 @@ class _Connection(asyncio.Protocol):
             request = json.loads(event.payload)
             if not isinstance(request, dict):
                 raise ValueError("request is not a JSON object")
-        except ValueError:
+            if limits.too_deep(request):
+                raise ValueError(f"request nested deeper than {limits.MAX_DEPTH} levels (localgg's limit)")
+        except (ValueError, RecursionError) as exc:
             # The nucleus cannot deserialize it: a plain-text, unmodelled error (the
-            # Python client sees StreamClosedError).
+            # Python client sees StreamClosedError). The connection and its other streams stay.
+            reason = str(exc) if not isinstance(exc, RecursionError) else "request nested too deeply"
+            log.warning("%s sent %s a request that cannot be deserialized: %s", self.component,
+                        op.name, limits.clip(reason, 200))
             self.write(self.rpc.error_unmodelled(event.stream_id, "text/plain", b"InternalServerError"))
             return
         stream = None
@@ -257,8 +295,15 @@ class _Connection(asyncio.Protocol):
                 stream._closed()
             return
         streaming = stream is not None and not stream.closed
-        self.write(self.rpc.respond(stream_id, f"{op.full_name}Response", body or {},
-                                    terminate=not streaming))
+        try:
+            response = self.rpc.respond(stream_id, f"{op.full_name}Response", body or {}, terminate=not streaming)
+        except rpc.FrameTooLarge as exc:
+            log.warning("%s's %s response cannot be sent: %s", self.component, op.name, exc)
+            self._fail(stream_id, errors.ServiceError(f"{op.name} failed: {exc}"))
+            if stream is not None:
+                stream._closed()
+            return
+        self.write(response)
         if streaming:
             stream._responded()
 
@@ -290,8 +335,15 @@ class _Connection(asyncio.Protocol):
         self.write(self.rpc.error_unmodelled(event.stream_id, rpc.CONTENT_TYPE_JSON, json.dumps(body).encode()))
 
     def _fail(self, stream_id: int, error: errors.IpcError) -> None:
-        if self.rpc.is_open(stream_id):
-            self.write(self.rpc.error(stream_id, error.model_type, error.to_payload()))
+        if not self.rpc.is_open(stream_id):
+            return
+        try:
+            message = self.rpc.error(stream_id, error.model_type, error.to_payload())
+        except rpc.FrameTooLarge:  # a message that echoes a huge input: keep its start
+            text = limits.clip(error.message)
+            message = self.rpc.error(stream_id, error.model_type,
+                                     {**errors.IpcError(text).to_payload(), "_errorCode": error.shape})
+        self.write(message)
 
 
 class IpcServer:
@@ -323,6 +375,13 @@ class IpcServer:
             self._server = None
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
+
+    def status(self) -> list[dict]:
+        """Each connection: its component, open streams, unsent bytes, events dropped since it stopped reading."""
+        return [{"component": c.component, "streams": len(c.streams),
+                 "unsent": c.transport.get_write_buffer_size() if c.transport is not None else 0,
+                 "droppedEvents": c.dropped_events}
+                for c in sorted(self._connections, key=lambda c: str(c.component))]
 
     def disconnect(self, component: str) -> int:
         """Close every connection of `component` (used when it is stopped). Returns how many."""

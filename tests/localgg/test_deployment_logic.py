@@ -29,6 +29,20 @@ def test_unsatisfiable_requirements_name_who_wants_what(tmp_path):
         resolve({"App": "1.0.0"}, store, {}, {})
 
 
+def test_a_version_we_do_not_have_names_the_versions_we_do(tmp_path):
+    store = RecipeStore(tmp_path)
+    for v in ("1.10.0", "1.2.0"):
+        add(store, "Lib", v)
+    with pytest.raises(ResolutionError, match=r"LOCAL_DEPLOYMENT requires 2\.0\.0\. "
+                                              r"\(localgg: the versions of Lib here are 1\.2\.0, 1\.10\.0\.\)$"):
+        resolve({"Lib": "2.0.0"}, store, {}, {})
+    with pytest.raises(ResolutionError, match=r"\(localgg: aws\.greengrass\.ShadowManager is built in, version "
+                                              r"2\.3\.12 only\.\)$"):
+        resolve({"aws.greengrass.ShadowManager": "2.4.0"}, store, {}, {"aws.greengrass.ShadowManager": "2.3.12"})
+    with pytest.raises(ResolutionError, match=r"\(localgg: there is no recipe of Ghost"):
+        resolve({"Ghost": "1.0.0"}, store, {}, {})
+
+
 def test_configuration_reset_then_defaults_then_merge():
     current = {"a": 1, "keep": {"x": 1, "y": 2}, "gone": True}
     defaults = {"a": 0, "keep": {"z": 3}, "gone": False, "fresh": "d"}
@@ -36,3 +50,25 @@ def test_configuration_reset_then_defaults_then_merge():
     assert resolve_configuration(current, defaults, update) == {
         "a": 1, "keep": {"x": 9, "z": 3}, "gone": False, "fresh": "d", "list": [1]}
     assert resolve_configuration(current, defaults, {"RESET": [""]}) == defaults
+
+
+@pytest.mark.parametrize("deps, message", [
+    ({"A": {"B": "1.0.0"}, "B": {"A": "1.0.0"}}, "Circular dependency detected for component A-v1.0.0"),
+    ({"A": {"A": "1.0.0"}, "B": {}}, "Circular dependency detected for component A-v1.0.0"),
+    ({"A": {"B": "*"}, "B": {"C": "*"}, "C": {"B": "*"}}, "Circular dependency detected for component A-v1.0.0"),
+])
+def test_dependency_cycles_are_refused(tmp_path, deps, message):
+    store = RecipeStore(tmp_path)
+    for name, needs in deps.items():
+        add(store, name, "1.0.0", {d: {"VersionRequirement": r} for d, r in needs.items()})
+    with pytest.raises(ResolutionError, match=message):
+        resolve({"A": "1.0.0"}, store, {}, {})
+
+
+def test_a_diamond_is_not_a_cycle(tmp_path):
+    store = RecipeStore(tmp_path)
+    add(store, "A", "1.0.0", {"B": {"VersionRequirement": "*"}, "C": {"VersionRequirement": "*"}})
+    add(store, "B", "1.0.0", {"D": {"VersionRequirement": "*"}})
+    add(store, "C", "1.0.0", {"D": {"VersionRequirement": "*"}})
+    add(store, "D", "1.0.0")
+    assert resolve({"A": "1.0.0"}, store, {}, {}) == {"A": "1.0.0", "B": "1.0.0", "C": "1.0.0", "D": "1.0.0"}

@@ -185,6 +185,18 @@ def test_configuration_reset_and_merge_in_deployments(deployer):
     assert deployer.core.call(lambda: deployer.core.kernel.config.value("com.ex.Conf")) == {"color": "red", "size": 1}
 
 
+def test_an_update_for_a_component_that_is_not_a_root_is_ignored_and_logged(deployer):
+    deployer.recipe("com.ex.Lib", {"Run": "true"}, config={"color": "red"})
+    deployer.recipe("com.ex.App", {"Run": "true"}, dependencies={"com.ex.Lib": {"VersionRequirement": "1.0.0"}})
+    deployment_id = deployer.cli.create_local_deployment(
+        root_component_versions_to_add={"com.ex.App": "1.0.0"}, recipe_directory_path=str(deployer.recipes),
+        component_to_configuration={"com.ex.Lib": {"MERGE": {"color": "blue"}}}).deployment_id
+    assert wait_for(lambda: deployer.finished(deployment_id), 30).status == "SUCCEEDED"
+    assert deployer.core.call(lambda: deployer.core.kernel.config.value("com.ex.Lib")) == {"color": "red"}
+    log = (deployer.core.kernel.root / "logs" / "greengrass.log").read_text()
+    assert "Ignoring the configuration update for com.ex.Lib: it is not a root component of this deployment" in log
+
+
 def test_system_variables_in_configuration_need_interpolate_component_configuration(deployer):
     config = {"topic": "dt/{iot:thingName}/x", "work": "{work:path}", "self": "{configuration:/topic}"}
     deployer.recipe("com.ex.Vars", {"Run": "true"}, config=config)
@@ -253,3 +265,35 @@ def test_zip_artifacts_need_a_name_and_entries_land_where_zipfile_puts_them(depl
     status = deployer.deploy(com_ex_Zip="1.0.1")
     assert status.status == "FAILED" and "a ZIP artifact needs a name" in \
         status.deployment_status_details.deployment_failure_cause
+
+
+def test_a_dependency_cycle_fails_the_deployment_and_the_next_one_runs(deployer):
+    deployer.recipe("com.ex.A", {"Run": "exec sleep 60"}, dependencies={"com.ex.B": {"VersionRequirement": "1.0.0"}})
+    deployer.recipe("com.ex.B", {"Run": "exec sleep 60"}, dependencies={"com.ex.A": {"VersionRequirement": "1.0.0"}})
+    deployer.recipe("com.ex.C", {"Run": "exec sleep 60"})
+    failed = deployer.deploy(com_ex_A="1.0.0")
+    assert failed.status == "FAILED"
+    assert failed.deployment_status_details.deployment_failure_cause == \
+        "Circular dependency detected for component com.ex.A-v1.0.0"
+    assert deployer.state("com.ex.A") is None
+    assert deployer.deploy(com_ex_C="1.0.0").status == "SUCCEEDED"
+
+
+def test_a_failed_deploy_of_a_zip_named_dot_dot_leaves_the_running_version_alone(deployer):
+    import zipfile
+    for version, name in (("1.0.0", "app.zip"), ("1.0.1", "...zip")):
+        folder = deployer.artifacts / "com.ex.Zip" / version
+        folder.mkdir(parents=True)
+        with zipfile.ZipFile(folder / name, "w") as archive:
+            archive.writestr("run.sh", "exec sleep 60")
+        recipe = {"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.ex.Zip", "ComponentVersion": version,
+                  "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "sh {artifacts:decompressedPath}/app/run.sh"},
+                                 "Artifacts": [{"URI": f"s3://b/com.ex.Zip/{version}/{name}", "Unarchive": "ZIP"}]}]}
+        (deployer.recipes / f"zip-{version}.yaml").write_text(yaml.safe_dump(recipe))
+        if version == "1.0.0":
+            assert deployer.deploy(com_ex_Zip=version).status == "SUCCEEDED"
+    status = deployer.deploy(com_ex_Zip="1.0.1")
+    assert status.status == "FAILED"
+    assert "would unpack to a folder called '..'" in status.deployment_status_details.deployment_failure_cause
+    unpacked = deployer.core.kernel.root / "packages/artifacts-unarchived/com.ex.Zip/1.0.0/app/run.sh"
+    assert unpacked.exists() and deployer.state("com.ex.Zip") == "RUNNING"

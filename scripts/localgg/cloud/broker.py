@@ -64,6 +64,7 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
 
 
 class Broker:
+    name = "mosquitto"
     mqtt_version = "mqtt5"
 
     def __init__(self, directory: Path, port: int = 0, limits: bool = True) -> None:
@@ -132,6 +133,13 @@ class Broker:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def binary(self) -> str | None:
+        return find_mosquitto()
+
+    def describe(self) -> str:
+        """Which broker runs, for people: "mosquitto (/usr/sbin/mosquitto, MQTT 5)"."""
+        return f"{self.name} ({self.binary() or 'not installed'}, MQTT {'3.1.1' if self.mqtt_version == 'mqtt3' else '5'})"
+
 
 def find_amqtt() -> str | None:
     return shutil.which("amqtt", path=str(Path(sys.executable).parent)) or shutil.which("amqtt")
@@ -143,7 +151,11 @@ class EmbeddedBroker(Broker):
     Client certificates are checked when presented but not required, and there is no
     packet size limit: the main job says so when it uses this."""
 
+    name = "amqtt"
     mqtt_version = "mqtt3"
+
+    def binary(self) -> str | None:
+        return find_amqtt()
 
     def _config(self) -> Path:
         ca = CertificateAuthority.load_or_create(self.pki)

@@ -60,7 +60,7 @@ class Cloud:
         self.broker.start()
         (self.directory / "endpoint.json").write_text(json.dumps(
             {"host": "127.0.0.1", "port": self.broker.port, "ca": str(self.directory / "pki" / "ca.crt"),
-             "pid": os.getpid(), "broker": type(self.broker).__name__, "mqtt": self.broker.mqtt_version}))
+             "pid": os.getpid(), "broker": self.broker.name, "mqtt": self.broker.mqtt_version}))
         if shadows:
             from .shadow_service import ShadowService
             self.shadows = ShadowService(self.directory)
@@ -108,5 +108,5 @@ class Cloud:
                 self.broker.start()
         elif action not in (None, "status"):
             return {"error": f"unknown broker action {action!r}"}
-        return {"broker": {"running": self.broker.running, "port": self.broker.port,
+        return {"broker": {"name": self.broker.name, "running": self.broker.running, "port": self.broker.port,
                            "pid": self.broker.process.pid if self.broker.running else None}}

@@ -2,8 +2,8 @@
 
 Usage (the kernel owns one)::
 
-    bridge = IoTCoreBridge(root, settings, on_state=...)   # settings: mqtt config getter
-    await bridge.start()
+    bridge = IoTCoreBridge(root, "my-thing", mqtt_config=lambda: {...}, disk_spooler_deployed=lambda: False)
+    await bridge.start(CloudSettings(host, port, cert, key, ca))   # None: configured offline
     await bridge.publish("dt/x", b"...", qos=1)     # returns once SPOOLED, not once IoT Core has it
     handle = await bridge.subscribe("cmd/#", 1, deliver)   # returns after SUBACK
     handle.cancel()
@@ -26,12 +26,16 @@ Rules (MqttClient.java, Spool.java, AwsIotMqtt5Client.java; docs/mqtt-spool.md):
   answers at once; before the first connection it waits; offline after that it fails.
 - storageType Disk with aws.greengrass.DiskSpooler deployed keeps the spool in
   `work/aws.greengrass.DiskSpooler/spooler.db`; the memory spool dies with the process.
+  What it held when the core stopped, gracefully or killed, is logged when the next core
+  starts and counted in `status()["spool"]["lostAtRestart"]` (a localgg addition: the
+  nucleus says nothing; `config/memory-spool.ledger`, `config/spool-lost.json`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import random
 import ssl
@@ -44,7 +48,7 @@ from ..mqtt.client import ConnectionLost, MqttConnection
 from ..mqtt.codec import Publish
 from . import topics
 from .link import Link
-from .spool import DEFAULT_MAX_SIZE, MemoryStore, Spool, SpoolError, SpoolMessage, SqliteStore
+from .spool import DEFAULT_MAX_SIZE, Ledger, MemoryStore, Spool, SpoolError, SpoolMessage, SqliteStore
 
 log = logging.getLogger("localgg.iotcore")
 
@@ -100,7 +104,7 @@ class LocalSubscription:
             bridge._unsubscribe_local(self)
 
 
-class RateLimiter:
+class SmoothRateLimiter:
     """Guava's SmoothBursty RateLimiter, as the nucleus's client uses it: permits flow at
     `rate` per second, and up to one second's worth is banked while idle. `reserve(n)`
     returns how long to wait first; the caller after a big request pays for it."""
@@ -151,7 +155,9 @@ class IoTCoreBridge:
         self.spool: Spool | None = None
         self.online = False
         self.connections = 0
-        self.stats = {"spooled": 0, "acked": 0, "dropped": 0, "retried": 0}
+        self.stats = {"spooled": 0, "acked": 0, "dropped": 0, "retried": 0, "throttled": 0}
+        self.throttled = False  # the sender waits for the client-side rate limit right now
+        self.lost_at_restart = {"last": 0, "lastBytes": 0, "total": 0}
         self._conn: MqttConnection | None = None
         self._connected_once: asyncio.Event | None = None
         self._work: asyncio.Event | None = None
@@ -161,7 +167,7 @@ class IoTCoreBridge:
         self._local: list[LocalSubscription] = []
         self._listeners: list[Callable[[bool], None]] = []
         self._stopping = False
-        self._rates = (RateLimiter(RATE_MESSAGES), RateLimiter(RATE_BYTES))
+        self._rates = (SmoothRateLimiter(RATE_MESSAGES), SmoothRateLimiter(RATE_BYTES))
 
     # -- configuration -------------------------------------------------------------------
 
@@ -200,18 +206,36 @@ class IoTCoreBridge:
         self._connected_once = asyncio.Event()
         self._work = asyncio.Event()
         spooler = self.config()["spooler"]
+        self._count_lost_at_restart()
         if str(spooler.get("storageType")) == "Disk" and self._disk_spooler_deployed():
             store = SqliteStore(self.root / "work" / DISK_SPOOLER / "spooler.db")
+            (self.root / "config" / "memory-spool.ledger").unlink(missing_ok=True)
         else:
             if str(spooler.get("storageType")) == "Disk":
                 log.warning("storageType Disk but %s is not deployed: using the memory spool", DISK_SPOOLER)
-            store = MemoryStore()
+            store = MemoryStore(Ledger(self.root / "config" / "memory-spool.ledger"))
         self.spool = Spool(store, int(spooler.get("maxSizeInBytes", DEFAULT_MAX_SIZE)))
         if settings is None:
             return
         self.link = Link(settings.host, settings.port, self.root / "config" / "link.json")
         await self.link.start()
         self._tasks = [asyncio.ensure_future(self._connection_loop())]
+
+    def _count_lost_at_restart(self) -> None:
+        """What the previous run's memory spool held when that core ended: it is gone."""
+        record = self.root / "config" / "spool-lost.json"
+        try:
+            self.lost_at_restart.update(json.loads(record.read_text()))
+        except (OSError, ValueError):
+            pass
+        messages, size = Ledger.read(self.root / "config" / "memory-spool.ledger")
+        self.lost_at_restart.update(last=messages, lastBytes=size, total=self.lost_at_restart["total"] + messages)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(self.lost_at_restart))
+        if messages:
+            log.warning("The memory spool lost %d messages (%d bytes) that never reached IoT Core when the core "
+                        "stopped (spooler.storageType Memory; with Disk and %s deployed they are kept)",
+                        messages, size, DISK_SPOOLER)
 
     async def stop(self) -> None:
         self._stopping = True  # asyncio.wait_for (< 3.12) can swallow a cancellation: the loop checks this too
@@ -223,6 +247,9 @@ class IoTCoreBridge:
         if self.link is not None:
             await self.link.stop()
         if self.spool is not None:
+            if not self.spool.store.persistent and len(self.spool):
+                log.warning("Stopping: the memory spool loses %d messages (%d bytes) not yet acknowledged by IoT Core",
+                            len(self.spool), self.spool.size)
             self.spool.close()
 
     # -- connection ----------------------------------------------------------------------
@@ -347,11 +374,15 @@ class IoTCoreBridge:
                     continue
                 wait = max(self._rates[0].reserve(1), self._rates[1].reserve(len(message.payload)))
                 if wait:
+                    self.throttled = True
+                    self.stats["throttled"] += 1
                     try:
                         await asyncio.sleep(wait)
                     except asyncio.CancelledError:
                         self.spool.requeue(message)  # popped but never sent: it stays first in line
                         raise
+                    finally:
+                        self.throttled = False
                 task = asyncio.ensure_future(self._send_one(conn, message))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
@@ -447,8 +478,10 @@ class IoTCoreBridge:
                 log.exception("delivering a message on %s failed", packet.topic)
 
     def status(self) -> dict:
+        spool = self.spool  # an empty Spool is falsy (it has a length): compare with None
         return {"configured": self.configured, "online": self.online, "connections": self.connections,
-                "spool": {"messages": len(self.spool) if self.spool else 0,
-                          "bytes": self.spool.size if self.spool else 0,
-                          "storage": "Disk" if self.spool and self.spool.store.persistent else "Memory"},
+                "spool": {"messages": len(spool) if spool is not None else 0,
+                          "bytes": spool.size if spool is not None else 0,
+                          "storage": "Disk" if spool is not None and spool.store.persistent else "Memory",
+                          "lostAtRestart": dict(self.lost_at_restart)},
                 **self.stats, "link": self.link.status() if self.link else None}

@@ -5,7 +5,7 @@ Usage::
     spool = Spool(MemoryStore(), max_size=2_621_440)
     message_id = spool.add(SpoolMessage("dt/x", b"...", qos=1))   # SpoolError when full
     message = spool.pop()            # the oldest queued message (still counted until removed)
-    spool.requeue(message.id)        # a failed attempt goes back to the FRONT
+    spool.requeue(message)           # a failed attempt goes back to the FRONT
     spool.remove(message.id)         # PUBACK, or retries exhausted
 
 Rules (`mqttclient/spool/Spool.java`, docs/mqtt-spool.md 2-3):
@@ -14,7 +14,10 @@ Rules (`mqttclient/spool/Spool.java`, docs/mqtt-spool.md 2-3):
 - when full, the oldest QoS 0 messages are evicted, never QoS 1; if it still does not
   fit, the NEW message is refused: "Message spool is full. Message could not be added.";
 - `drop_qos0()` empties queued QoS 0 messages (the nucleus does it on disconnect);
-- MemoryStore is lost with the process. SqliteStore is aws.greengrass.DiskSpooler's
+- MemoryStore is lost with the process. With a `Ledger` it keeps how many messages and
+  bytes it holds in a small file, rewritten in place at every change, so that the next
+  core can say what the previous one lost, even one killed with SIGKILL (a localgg
+  addition: the nucleus says nothing). SqliteStore is aws.greengrass.DiskSpooler's
   table (one INSERT per message, one DELETE when done, autocommit); on a corrupt file it
   deletes the whole database, as the DiskSpooler does. On start a disk spool queues its
   rows oldest first until the size limit; rows past it stay on disk, not queued.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -51,20 +55,64 @@ class SpoolMessage:
     retried: int = 0
 
 
+class Ledger:
+    """How many messages (and payload bytes) a memory spool holds, in a file of one fixed-size
+    record rewritten in place (one pwrite per change; the page cache outlives a killed process)."""
+
+    RECORD = "{:>19} {:>19}\n"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.write(0, 0)
+
+    def write(self, messages: int, size: int) -> None:
+        if self._fd is not None:
+            os.pwrite(self._fd, self.RECORD.format(messages, size).encode(), 0)
+
+    def close(self) -> None:
+        """Keep what the file says: the messages are lost with the process all the same."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @staticmethod
+    def read(path: Path) -> tuple[int, int]:
+        """(messages, bytes) a previous run's memory spool held when it ended; (0, 0) if unknown."""
+        try:
+            messages, size = path.read_text().split()
+            return max(0, int(messages)), max(0, int(size))
+        except (OSError, ValueError):
+            return 0, 0
+
+
 class MemoryStore:
     persistent = False
 
-    def __init__(self) -> None:
+    def __init__(self, ledger: Ledger | None = None) -> None:
         self._messages: dict[int, SpoolMessage] = {}
+        self._ledger = ledger
+        self._bytes = 0
 
     def put(self, message: SpoolMessage) -> None:
+        old = self._messages.get(message.id)
         self._messages[message.id] = message
+        self._bytes += len(message.payload) - (len(old.payload) if old is not None else 0)
+        self._record()
 
     def get(self, message_id: int) -> SpoolMessage | None:
         return self._messages.get(message_id)
 
     def delete(self, message_id: int) -> None:
-        self._messages.pop(message_id, None)
+        old = self._messages.pop(message_id, None)
+        if old is not None:
+            self._bytes -= len(old.payload)
+            self._record()
+
+    def _record(self) -> None:
+        if self._ledger is not None:
+            self._ledger.write(len(self._messages), self._bytes)
 
     def update_retried(self, message: SpoolMessage) -> None:
         self._messages[message.id] = message
@@ -74,6 +122,8 @@ class MemoryStore:
 
     def close(self) -> None:
         self._messages.clear()
+        if self._ledger is not None:
+            self._ledger.close()
 
 
 class SqliteStore:

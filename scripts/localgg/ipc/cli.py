@@ -12,14 +12,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import errors
-from ..authz import CLI
+from ..authz import CLI, MQTTPROXY, PUBSUB
 from ..server import Call, Operation
 from .common import authorize
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-CLI_COMPONENT = "aws.greengrass.Cli"
+
+# What CLIService.authorizePubSubPermission writes for each of its clients (CLIService.java:
+# policies "aws.greengrass.Cli:pubsub:<n>" and "...1000", `*` operations on `*` resources), so
+# that `greengrass-cli pubsub|iotcore pub|sub` work. localgg's CLI client is aws.greengrass.Cli
+# itself, whose configuration stays as it was: the grant is given by the Authorizer.
+CLI_CLIENT_ACCESS = {
+    service: {policy: {"policyDescription": "Allows access to publish/subscribe topic.",
+                       "operations": ["*"], "resources": ["*"]}}
+    for service, policy in ((PUBSUB, "aws.greengrass.Cli:pubsub:1"), (MQTTPROXY, "aws.greengrass.Cli:pubsub:11000"))}
 
 
 class CliHandlers:
@@ -32,7 +40,7 @@ class CliHandlers:
             "GetComponentDetails", "RestartComponent", "StopComponent")]
 
     def _authorize(self, call: Call, operation: str, resource: str) -> None:
-        if call.caller != CLI_COMPONENT:
+        if call.caller != CLI:
             authorize(self.kernel.authz, call.caller, CLI, operation, resource)
 
     def _component(self, call: Call, operation: str) -> str:

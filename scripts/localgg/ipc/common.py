@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 
 from .. import errors
 from ..authz import Authorizer, Denied
+
+log = logging.getLogger("localgg.ipc.authorization")
 
 
 def gson_numbers(value: object) -> object:
@@ -35,10 +38,16 @@ def blob(value: object, field: str) -> bytes:
 
 def authorize(authz: Authorizer, principal: str, service: str, operation: str, resource: str | None,
               *, mqtt_style: bool = False, message: str | None = None) -> None:
-    """UnauthorizedError with the nucleus's text (or `message`, e.g. mqttproxy's "Not Authorized")."""
+    """UnauthorizedError with the nucleus's text (or `message`, e.g. mqttproxy's "Not Authorized").
+
+    Every refusal is logged with the principal, operation and resource: as MqttProxyIPCAgent
+    logs it (`Not Authorized. {error=...}`), and for the other services too, which the
+    nucleus only tells the client."""
     try:
         authz.check(principal, service, "aws.greengrass#" + operation, resource, mqtt_style)
     except Denied as exc:
+        log.info("%s. {error=%s, principal=%s, operation=%s:aws.greengrass#%s, resource=%s}",
+                 message or "Unauthorized", exc, principal, service, operation, resource)
         raise errors.UnauthorizedError(message or str(exc)) from exc
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .. import errors
+from .. import errors, limits
 from ..configstore import ConfigStore, Container, Leaf, to_python
 from ..server import Call, Operation
 from .common import gson_numbers
@@ -60,6 +60,9 @@ class ConfigHandlers:
             raise errors.InvalidArgumentsError("Config update is not allowed for following fields [accessControl]")
         if not self.store.has(call.caller):
             raise errors.InvalidArgumentsError(f"Component config not found for component {call.caller}")
+        if len(path) + limits.depth(value, limits.MAX_DEPTH) > limits.MAX_DEPTH:
+            raise errors.InvalidArgumentsError(
+                f"Configuration cannot nest deeper than {limits.MAX_DEPTH} levels, key path included (localgg's limit)")
         ts_ms = int(timestamp * 1000)
         if self.store.get(call.caller, path) is None:
             ts_ms = self.store.clock_ms()  # a new node: the nucleus merges at the new node's modtime

@@ -68,7 +68,7 @@ def topic_prefix(thing: str | None, name: str | None) -> str:
     return f"$aws/things/{thing}/shadow" + (f"/name/{name}" if name else "")
 
 
-class RateLimiter:
+class WindowRateLimiter:
     """IpcRateLimiter: fixed one-second windows, a total and a per-thing count."""
 
     def __init__(self, clock=time.monotonic) -> None:
@@ -120,7 +120,7 @@ class ShadowManager:
     def __init__(self, kernel: "Kernel") -> None:
         self.kernel = kernel
         self.store: ShadowStore | None = None
-        self.limiter = RateLimiter()
+        self.limiter = WindowRateLimiter()
         self._bus_subscription = None
         self._cloud_subscriptions: dict[tuple[str, str], object] = {}
         self._pending: dict[str, asyncio.Future] = {}

@@ -66,3 +66,16 @@ def test_an_artifact_directory_above_the_cores_own_is_refused_at_once(core):
     with pytest.raises(InvalidArgumentsError) as err:
         cli.create_local_deployment(group_name="a:b")
     assert err.value.message == "Thing group name cannot contain colon characters"
+
+
+def test_failure_causes_that_echo_a_huge_input_are_clipped_and_listing_still_works(core):
+    from conftest import wait_for
+    cli = core.cli_client()
+    path = "/nonexistent/" + "x" * (12 * 1024 * 1024)
+    ids = [cli.create_local_deployment(recipe_directory_path=path).deployment_id for _ in range(2)]
+    for deployment_id in ids:
+        status = wait_for(lambda: cli.get_local_deployment_status(deployment_id=deployment_id).deployment.status
+                          == "FAILED" and cli.get_local_deployment_status(deployment_id=deployment_id).deployment, 30)
+        cause = status.deployment_status_details.deployment_failure_cause
+        assert len(cause) < 5000 and cause.endswith("more characters)")
+    assert {d.deployment_id for d in cli.list_local_deployments().local_deployments} >= set(ids)

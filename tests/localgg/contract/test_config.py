@@ -140,3 +140,36 @@ def test_subscribe_to_a_missing_key(core):
     owner = core.client("com.ex.A", CONFIG)
     with pytest.raises(ResourceNotFoundError):
         owner.subscribe_to_configuration_update(key_path=["nope"], on_stream_event=Events())
+
+
+def nested(levels, leaf=1):
+    value = leaf
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def test_configuration_nested_too_deeply_is_refused_key_path_included(core):
+    client = core.client("com.ex.A", CONFIG)
+    with pytest.raises(InvalidArgumentsError) as err:
+        client.update_configuration(key_path=["k"] * 10, timestamp=now(), value_to_merge=nested(60))
+    assert err.value.message == "Configuration cannot nest deeper than 64 levels, key path included (localgg's limit)"
+    client.update_configuration(key_path=["k"] * 10, timestamp=now(), value_to_merge=nested(50))
+    assert client.get_configuration(key_path=["k"] * 10 + ["a"] * 50).value == {"a": 1.0}
+    assert core.call(core.kernel.save)  # and it can be saved
+
+
+def test_one_value_that_cannot_be_saved_does_not_poison_the_others(core):
+    client = core.client("com.ex.A", CONFIG)
+    # no entry point stores such a value any more (they bound depth and take JSON only): put it in directly
+    core.call(lambda: core.kernel.config.replace("com.ex.Deep", nested(40, b"not JSON"), 1))
+    client.update_configuration(key_path=["limits"], timestamp=now(), value_to_merge={"max": 7})
+    state = core.kernel.root / "config" / "state.json"
+    state.unlink(missing_ok=True)
+    assert core.call(core.kernel.save) is False
+    assert state.exists()  # the other file is still written
+    log = (core.kernel.root / "logs" / "greengrass.log").read_text()
+    assert "could not save configuration.json: what changed since it was last saved is lost on restart" in log
+    assert "TypeError: Object of type bytes is not JSON serializable" in log  # with its traceback
+    core.call(lambda: core.kernel.config.remove_component("com.ex.Deep"))
+    assert core.call(core.kernel.save) is True

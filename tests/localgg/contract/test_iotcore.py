@@ -113,9 +113,16 @@ def test_topics_iot_core_would_refuse(iot, topic, text):
     assert err.value.message.startswith(f"Publish to topic {topic} failed: {text}")
 
 
-def test_basic_ingest_prefix_is_not_counted(iot):
-    client = iot.client("com.ex.Pub", ALL)
-    client.publish_to_iot_core(topic_name="$aws/rules/my_rule/a/b/c/d/e/f/g", qos="1", payload=b"x")
+def test_basic_ingest_prefix_is_not_counted(iot, cloud_dir):
+    # 10 slashes, 7 after the basic-ingest prefix: IoT Core takes it, and so does the core
+    rules = CloudListener(cloud_dir, "$aws/rules/#", name="rules-listener")
+    try:
+        client = iot.client("com.ex.Pub", ALL)
+        client.publish_to_iot_core(topic_name="$aws/rules/my_rule/a/b/c/d/e/f/g", qos="1", payload=b"x")
+        [message] = wait_for(lambda: rules.messages, 10, message="the message at IoT Core")
+        assert (message.topic, message.payload) == ("$aws/rules/my_rule/a/b/c/d/e/f/g", b"x")
+    finally:
+        rules.close()
 
 
 def test_authorization_is_mqtt_aware_and_says_only_not_authorized(iot):
@@ -127,6 +134,9 @@ def test_authorization_is_mqtt_aware_and_says_only_not_authorized(iot):
     assert err.value.message == "Not Authorized"
     with pytest.raises(UnauthorizedError):  # authorization comes before the payload check
         client.publish_to_iot_core(topic_name="other", qos="1")
+    log = (iot.kernel.root / "logs" / "greengrass.log").read_text()  # logged as MqttProxyIPCAgent logs it
+    assert ("Not Authorized. {error=Principal com.ex.Pub is not authorized to perform aws.greengrass.ipc.mqttproxy:"
+            "aws.greengrass#PublishToIoTCore on resource other, principal=com.ex.Pub") in log
 
 
 def test_subscribe_receives_cloud_messages_after_suback(iot, cloud_dir):

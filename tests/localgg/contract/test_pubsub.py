@@ -113,8 +113,15 @@ def test_delivery_is_ordered_per_subscriber(core):
 
 
 def test_publishing_with_no_subscriber_succeeds(core):
+    from awsiot.greengrasscoreipc.model import PublishToTopicResponse
     pub = core.client("com.ex.Pub", allow())
-    assert pub.publish_to_topic(topic="nobody/listens", publish_message=json_msg({})) is not None
+    response = pub.publish_to_topic(topic="nobody/listens", publish_message=json_msg({}))
+    assert isinstance(response, PublishToTopicResponse)  # a response, not an error
+    later = Inbox()  # and the message is not kept for a later subscriber
+    pub.subscribe_to_topic(topic="nobody/listens", on_stream_event=later)
+    pub.publish_to_topic(topic="nobody/listens", publish_message=json_msg({"second": True}))
+    wait_for(later.messages)
+    assert later.messages() == [{"second": True}]
 
 
 def test_closing_the_stream_unsubscribes(core):
@@ -147,6 +154,11 @@ def test_unauthorized_publish_has_the_nucleus_message(core):
     assert err.value.message == ("Principal com.ex.Pub is not authorized to perform "
                                  "aws.greengrass.ipc.pubsub:aws.greengrass#PublishToTopic on resource secret/x")
     pub.publish_to_topic(topic="allowed/x", publish_message=json_msg({}))
+    log = (core.kernel.root / "logs" / "greengrass.log").read_text()  # the refusal is in the core's log too
+    assert ("Unauthorized. {error=Principal com.ex.Pub is not authorized to perform aws.greengrass.ipc.pubsub:"
+            "aws.greengrass#PublishToTopic on resource secret/x, principal=com.ex.Pub, operation=aws.greengrass.ipc."
+            "pubsub:aws.greengrass#PublishToTopic, resource=secret/x}") in log
+    assert "allowed/x" not in log
 
 
 def test_component_without_policy_is_denied(core):

@@ -3,6 +3,7 @@
 Raw-socket tests speak event-stream by hand (with our codec); a real client on another
 connection shows the server keeps serving everyone else."""
 
+import datetime
 import json
 import socket
 import struct
@@ -49,13 +50,47 @@ def connect_message(token, version="0.1.0"):
 
 
 def healthy(core):
-    """A real client still publishes and receives on another connection."""
+    """A real client still publishes and receives on another connection: whether it got its message back."""
     client = core.client("com.ex.Healthy", PUBSUB_ALL)
     got = []
     client.subscribe_to_topic(topic="health", on_stream_event=got.append)
     client.publish_to_topic(topic="health", publish_message=PublishMessage(json_message=JsonMessage(message={"ok": 1})))
-    wait_for(lambda: got)
-    return True
+    try:
+        wait_for(lambda: got, 10, message="the health message")
+    except AssertionError:
+        return False
+    return [e.json_message.message for e in got] == [{"ok": 1.0}]
+
+
+def raw_session(core, component="com.ex.Raw"):
+    """A raw connection, accepted, with a subscription to "t" on stream 1."""
+    env = core.call(lambda: core.kernel.add_external_component(component, PUBSUB_ALL))
+    sock = raw_connect(core)
+    sock.sendall(encode(connect_message(env["SVCUID"])))
+    decoder = Decoder()
+    assert read_from(sock, decoder).header(":message-flags") == Flag.CONNECTION_ACCEPTED
+    sock.sendall(encode(operation(1, "SubscribeToTopic", {"topic": "t"})))
+    assert read_from(sock, decoder).header("service-model-type") == "aws.greengrass#SubscribeToTopicResponse"
+    return sock, decoder
+
+
+def read_from(sock, decoder):
+    while (message := decoder.next_message()) is None:
+        data = sock.recv(65536)
+        assert data, "the server closed the connection"
+        decoder.feed(data)
+    return message
+
+
+def operation(stream_id, name, body, raw=None):
+    return rpc_message(MessageType.APPLICATION_MESSAGE, stream_id,
+                       headers=(Header.string("operation", "aws.greengrass#" + name),),
+                       payload=raw if raw is not None else json.dumps(body).encode())
+
+
+def publish_to_t(core, payload):
+    client = core.client("com.ex.Pub", PUBSUB_ALL)
+    client.publish_to_topic(topic="t", publish_message=PublishMessage(json_message=JsonMessage(message=payload)))
 
 
 def test_unknown_token_is_refused_with_access_denied(core):
@@ -180,3 +215,53 @@ def test_events_for_a_connection_that_broke_are_dropped_not_raised():
     stream._responded()
     conn.rpc.close()  # a protocol violation closed it; connection_lost has not run yet
     stream.send({"jsonMessage": {"message": {}}})  # must not raise
+
+
+@pytest.mark.parametrize("levels", [100, 1000, 100_000])
+def test_a_deeply_nested_request_is_refused_and_the_connection_keeps_its_subscriptions(core, levels):
+    sock, decoder = raw_session(core)
+    nested = '{"topic": "t", "publishMessage": {"jsonMessage": {"message": ' + '{"a": ' * levels + "1" \
+        + "}" * levels + "}}}"
+    sock.sendall(encode(operation(2, "PublishToTopic", None, nested.encode())))
+    error = read_from(sock, decoder)
+    assert (error.header(":message-type"), error.header(":stream-id")) == (MessageType.APPLICATION_ERROR, 2)
+    assert error.payload == b"InternalServerError"  # what the nucleus answers a request it cannot deserialize
+    publish_to_t(core, {"after": 1})
+    event = read_from(sock, decoder)
+    assert event.header(":stream-id") == 1 and json.loads(event.payload)["jsonMessage"]["message"] == {"after": 1.0}
+    sock.sendall(encode(operation(3, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {
+        "message": {"shallow": True}}}})))
+    assert {read_from(sock, decoder).header(":stream-id") for _ in range(2)} == {1, 3}  # its own echo, and the answer
+    assert healthy(core)
+
+
+def test_a_response_over_the_frame_limit_is_an_error_not_a_dead_connection(core):
+    client = core.client("com.ex.Big", {})
+    ten_mb = "x" * (10 * 1024 * 1024)
+    for key in ("a", "b"):
+        client.update_configuration(key_path=[key], timestamp=datetime.datetime.now(datetime.timezone.utc),
+                                    value_to_merge={"v": ten_mb})
+    with pytest.raises(ServiceError) as err:
+        client.get_configuration()
+    assert "GetConfiguration failed: the message would be" in err.value.message
+    assert "over the event-stream limit of 16777216" in err.value.message
+    assert client.get_configuration(key_path=["a", "v"]).value == {"v": ten_mb}  # the same connection
+    assert healthy(core)
+
+
+def test_a_subscriber_that_never_reads_is_bounded(core, monkeypatch):
+    from localgg import limits
+    monkeypatch.setattr(limits, "MAX_OUTGOING_BYTES", 1024 * 1024)
+    sock, _ = raw_session(core, "com.ex.Stuck")  # subscribed to "t", and never reads again
+    chunk = "y" * 8192
+    publisher = core.client("com.ex.Pub", PUBSUB_ALL)
+    for i in range(2000):  # 16 MB of events, far more than the socket and the bound hold
+        publisher.publish_to_topic(topic="t", publish_message=PublishMessage(json_message=JsonMessage(
+            message={"i": i, "pad": chunk})))
+    [stuck] = [c for c in core.call(core.kernel.status)["ipc"] if c["component"] == "com.ex.Stuck"]
+    assert stuck["unsent"] <= limits.MAX_OUTGOING_BYTES + 2 * 8300  # one event may go over
+    assert stuck["droppedEvents"] > 0
+    log = (core.kernel.root / "logs" / "greengrass.log").read_text()
+    assert "com.ex.Stuck does not read its IPC connection" in log
+    assert healthy(core)
+    sock.close()

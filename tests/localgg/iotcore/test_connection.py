@@ -49,8 +49,11 @@ def test_a_disconnect_while_the_rate_limiter_waits_loses_nothing(tmp_path: Path)
             bridge.spool.add(SpoolMessage("dt/x", str(i).encode(), 1))
         first = FakeConnection()
         sender = asyncio.ensure_future(bridge._sender(first))
-        await asyncio.sleep(0.6)  # past the banked permits: the sender now sleeps between messages
-        sender.cancel()           # what a disconnect does
+        deadline = asyncio.get_running_loop().time() + 10
+        while not bridge.throttled:  # past the banked permits: the sender waits between messages
+            assert asyncio.get_running_loop().time() < deadline, "the sender never waited for the rate limit"
+            await asyncio.sleep(0.001)
+        sender.cancel()  # what a disconnect does, while it waits
         await asyncio.gather(sender, return_exceptions=True)
         second = FakeConnection()
         sender = asyncio.ensure_future(bridge._sender(second))

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import CloudListener, policy, provisioned_core, wait_for
-from localgg.iotcore.bridge import RateLimiter
+from localgg.iotcore.bridge import SmoothRateLimiter
 
 ALL = policy("aws.greengrass.ipc.mqttproxy", ["*"], ["*"])
 
@@ -42,7 +42,7 @@ def test_the_nucleus_limits_itself_to_100_publishes_per_second(iot, cloud_dir):
 
 def test_rate_limiter_banks_one_second_of_permits():
     now = [100.0]
-    limiter = RateLimiter(10, clock=lambda: now[0])
+    limiter = SmoothRateLimiter(10, clock=lambda: now[0])
     now[0] += 5  # idle: only one second's worth (10) is banked
     waits = [limiter.reserve(1) for _ in range(12)]
     assert waits[:11] == [0.0] * 11  # 10 banked + the one that pays in advance

@@ -70,7 +70,9 @@ def run_outage_with_core_restart(cloud, tmp_path, mqtt_config: dict, deploy_disk
         listener.client.publish("dt/marker", b"end", qos=1).wait_for_publish(5)
         wait_for(lambda: b"end" in listener.payloads(), 10)
         received = [p for p in listener.payloads() if p != b"end"]
-        return received, naive.left()
+        status = core.call(lambda: core.kernel.iotcore.status())
+        log = (root / "logs" / "greengrass.log").read_text()
+        return received, naive.left(), status, log
     finally:
         listener.close()
         core.close()
@@ -78,11 +80,21 @@ def run_outage_with_core_restart(cloud, tmp_path, mqtt_config: dict, deploy_disk
 
 
 def test_naive_publisher_loses_readings_when_the_core_restarts_offline(cloud_dir, tmp_path):
-    received, left_on_device = run_outage_with_core_restart(cloud_dir, tmp_path, {}, deploy_disk_spooler=False)
+    received, left_on_device, status, log = run_outage_with_core_restart(cloud_dir, tmp_path, {},
+                                                                         deploy_disk_spooler=False)
     assert received == [] and left_on_device == 0  # all 20 readings are lost
+    # ...and the core says so (a localgg addition)
+    size = sum(len(b'{"reading": %d}' % i) for i in range(READINGS))
+    assert status["spool"]["lostAtRestart"] == {"last": READINGS, "lastBytes": size, "total": READINGS}
+    assert f"Stopping: the memory spool loses {READINGS} messages ({size} bytes)" in log
+    assert f"The memory spool lost {READINGS} messages ({size} bytes)" in log
 
 
 def test_with_the_disk_spooler_the_same_sequence_loses_nothing(cloud_dir, tmp_path):
-    received, _ = run_outage_with_core_restart(cloud_dir, tmp_path, {"spooler": {"storageType": "Disk"}},
-                                               deploy_disk_spooler=True)
+    received, _, status, log = run_outage_with_core_restart(cloud_dir, tmp_path, {"spooler": {"storageType": "Disk"}},
+                                                            deploy_disk_spooler=True)
     assert sorted(received) == sorted(b'{"reading": %d}' % i for i in range(READINGS))
+    assert status["spool"]["messages"] == 0
+    assert status["spool"]["storage"] == "Disk"  # also when the disk spool is empty
+    assert status["spool"]["lostAtRestart"]["last"] == 0
+    assert "The memory spool lost" not in log

@@ -4,7 +4,8 @@ import sqlite3
 
 import pytest
 
-from localgg.iotcore.spool import FULL, TOO_LARGE, MemoryStore, Spool, SpoolError, SpoolMessage, SqliteStore
+from localgg.iotcore.spool import (FULL, TOO_LARGE, Ledger, MemoryStore, Spool, SpoolError, SpoolMessage,
+                                   SqliteStore)
 
 
 def msg(size: int, qos: int = 1, topic: str = "t") -> SpoolMessage:
@@ -107,3 +108,20 @@ def test_corrupt_disk_spool_is_deleted(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     assert Spool(SqliteStore(path)).queued == 0  # the broken file was replaced by an empty spool
     assert sqlite3.connect(path).execute("SELECT count(*) FROM spooler").fetchone() == (0,)
+
+
+def test_the_ledger_of_a_memory_spool_tells_what_a_killed_core_lost(tmp_path):
+    path = tmp_path / "memory-spool.ledger"
+    spool = Spool(MemoryStore(Ledger(path)))
+    first = spool.add(msg(10))
+    spool.add(msg(20, 0))
+    spool.add(msg(30))
+    spool.remove(first)
+    spool.requeue(spool.pop())
+    # no close(): a SIGKILL gives the process no chance to write anything more
+    assert Ledger.read(path) == (2, 50)
+    spool.close()  # a graceful stop loses the same messages: the record stays
+    assert Ledger.read(path) == (2, 50)
+    Spool(MemoryStore(Ledger(path)))  # the next run starts from zero
+    assert Ledger.read(path) == (0, 0)
+    assert Ledger.read(tmp_path / "missing") == (0, 0)
