@@ -1,0 +1,602 @@
+"""The store-and-forward loop's logic: ingest, group commit, acknowledgements, batches to
+IoT Core, confirmation, shadow report. All I/O goes through a small Port and the Store;
+the clock is injected, so the loop runs unchanged over an in-memory port in tests.
+
+    fwd = Forwarder(store, port, clock, settings, thing="pi-1")   # settings: config-store keys
+    fwd.on_reading(topic, payload)      # a message on corrected_topic (dict or bytes)
+    fwd.on_iot(topic, payload)          # an echo (confirm: echo) or a rule ack (confirm: rule)
+    fwd.iot_subscribed(topic)           # SubscribeToIoTCore answered: forwarding may start
+    delay_ms = fwd.tick()               # commit, ack, send, resend, report; when to call again
+    fwd.close()                         # SIGTERM: commit what is held, ack it, close the store
+
+Port: publish_ack(topic, doc) on local pub/sub; publish_iot(topic, payload) =
+PublishToIoTCore QoS 1 (returns once the nucleus has SPOOLED it, raises when refused);
+report(section) = reported.store of the `backfill` shadow.
+
+Order of sending: resends of timed-out batches first; then new batches: the newest reading
+not sent yet (live first), then the backlog oldest first, packed toward whole billing
+units. A partial batch waits for more readings until its oldest reading has waited
+max_latency_ms (minus the commit wait); a full one goes at once, within the rate plan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from backfill_common import contracts
+
+from . import packer
+from .fastcheck import compile_contract
+from .ledger import ONLINE, InFlight, Ledger, RatePlan
+from .store import DeadLetter, DiskFull, Store
+
+log = logging.getLogger(__name__)
+
+CONTRACT = "reading-corrected"
+INT_FIELDS = ("seq", "t", "mono", "held_from")
+MAX_PENDING = 20_000            # readings held in memory while the disk is full (not acknowledged)
+DISK_RETRY_MS = 5_000
+STATE_REPORT_MIN_MS = 1_000
+MAINTENANCE_MS = 60_000
+SHADOW_LIMIT = 7_680            # bytes of the update document (ShadowManager's limit: 8 KiB)
+LATEST_KEYS = ("run", "seq", "t", "status", "temperature", "temperature_raw", "humidity", "pressure",
+               "gas_resistance", "heat_stable", "cpu_temperature", "clock_synced", "correction")
+SCAN_PAGE = 500
+
+
+class Port(Protocol):
+    def publish_ack(self, topic: str, doc: dict) -> None: ...
+    def publish_iot(self, topic: str, payload: bytes) -> None: ...
+    def report(self, section: dict) -> None: ...
+
+
+def expand(topic: str, thing: str) -> str:
+    return topic.replace("{iot:thingName}", thing).replace("{thing}", thing)
+
+
+def identity_of(doc: object) -> Optional[tuple]:
+    """(device, run, seq) of a message that failed its contract, when they can be read."""
+    if not isinstance(doc, dict):
+        return None
+    device, run, seq = doc.get("device"), doc.get("run"), doc.get("seq")
+    if not (isinstance(device, str) and 0 < len(device) <= 128 and isinstance(run, str)
+            and len(run) == 8 and all(c in "0123456789abcdef" for c in run)):
+        return None
+    if isinstance(seq, bool) or not isinstance(seq, (int, float)) or seq < 0 or seq != int(seq):
+        return None
+    return (device, run, int(seq))
+
+
+def _dumped(payload: object) -> bytes:
+    try:
+        return json.dumps(payload, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        return repr(payload).encode(errors="replace")
+
+
+def _parsed(raw: bytes) -> object:
+    """The JSON in a message too large to keep, for its identity (None if unreadable)."""
+    if len(raw) > 1_048_576:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class Prepared:
+    batch: packer.Batch
+    kind: str                  # "batch" or "probe"
+    generation: int            # rows deleted or re-timed since: pack again
+    keep: bool = False         # a probe whose reading stays for a normal send
+    drained: bool = False      # it took every unsent reading there was
+    commits: int = 0           # commits so far when it was packed
+
+
+class Problems:
+    """Counts problems by kind; logs a kind the first time it appears."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def add(self, kind: str, detail: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] == 1:
+            log.warning("%s [kind: %s; further ones are only counted]", detail, kind)
+
+
+class Forwarder:
+    def __init__(self, store: Store, port: Port, clock, settings: dict, thing: str) -> None:
+        self.store, self.port, self.clock, self.thing = store, port, clock, thing
+        self.problems = Problems()
+        self._fast = compile_contract(CONTRACT)
+        now = clock.mono_ms()
+        self._pending: list[dict] = []
+        self._dead: list[DeadLetter] = []
+        self._pending_since: Optional[int] = None
+        self._waiting_since: Optional[int] = None      # oldest committed reading not sent yet
+        self._cursor = 0                                # rows below: sent, in flight or gone
+        self._live_upto = 0                             # highest row id sent so far
+        self._prepared: Optional[Prepared] = None       # packed, waiting for the rate plan
+        self._generation = 0
+        self._commits = 0
+        self._retry_at = 0
+        self._subscribed: set[str] = set()
+        self._latest: Optional[dict] = None
+        self._synced_runs: dict[tuple, bool] = {}
+        self._hold_anchor = now
+        self._holding = False
+        self.disk_full = False
+        self._disk_retry_at = 0
+        self.evicting = False
+        self._state: Optional[tuple] = None
+        self._report_at = 0
+        self._last_report: Optional[dict] = None
+        self._state_report_at = 0
+        self._maintenance_at = now + MAINTENANCE_MS
+        self._checkpoint_at = now
+        self.ledger: Optional[Ledger] = None
+        self._more = False
+        self._row_bytes = 100
+        self.settings: dict = {}
+        self.configure(settings)
+        if store.count:
+            self._waiting_since = now - self.settings["max_latency_ms"]
+
+    # -- settings -----------------------------------------------------------------------------
+    def configure(self, settings: dict) -> None:
+        """Apply (new) effective settings live."""
+        s = dict(settings)
+        self.settings = s
+        self.topic = expand(s["iot_topic"], self.thing)
+        self.rule_topic = expand(s["rule_ack_topic"], self.thing)
+        self.capacity = packer.capacity(s["max_payload_bytes"], self.topic, s["billing_unit_bytes"])
+        self.commit_wait_ms = min(s["commit_interval_ms"], s["max_latency_ms"] // 2)
+        self.rate = RatePlan(s["max_publishes_per_s"], s["max_bytes_per_s"],
+                             burst_bytes=s["max_payload_bytes"] + len(self.topic))
+        timeout_ms, probe_ms = int(s["confirm_timeout_s"] * 1000), int(s["probe_max_s"] * 1000)
+        if self.ledger is None:
+            self.ledger = Ledger(timeout_ms, s["max_in_flight"], probe_ms)
+        else:
+            self.ledger.confirm_timeout_ms, self.ledger.max_in_flight = timeout_ms, s["max_in_flight"]
+            self.ledger.probe_max_ms = probe_ms
+        if s["confirm"] == "spooled":
+            self.ledger.link = ONLINE
+        config = self.store.config
+        config.max_rows, config.max_bytes = s["max_rows"], s["max_bytes"]
+        config.max_age_ms = s["max_age_s"] * 1000
+        config.full_policy = s["full_policy"]
+        config.max_dead_letters, config.dead_letter_max_bytes = s["max_dead_letters"], s["dead_letter_max_bytes"]
+        config.retime_threshold_ms = self.store.retimer.threshold_ms = s["retime_threshold_ms"]
+        if s["synchronous"] != config.synchronous:
+            self.store.set_synchronous(s["synchronous"])
+        if self._prepared is not None:
+            self._discard(self._prepared)
+            self._prepared = None
+
+    def confirm_topic(self) -> Optional[str]:
+        """The IoT Core topic to subscribe to for confirmations (None: confirm spooled)."""
+        return {"echo": self.topic, "rule": self.rule_topic}.get(self.settings["confirm"])
+
+    def iot_subscribed(self, topic: str) -> None:
+        self._subscribed.add(topic)
+
+    # -- ingest -------------------------------------------------------------------------------
+    def on_reading(self, topic: str, payload: object) -> None:
+        """One message from the corrected topic: queued for the next group commit, or
+        dead-lettered (never raises, never blocks what follows)."""
+        self.store.add_counts(received=1)
+        now = self.clock.mono_ms()
+        limit = self.settings["max_message_bytes"]
+        doc = payload
+        if isinstance(payload, (bytes, bytearray)):
+            if len(payload) > limit:
+                self._dead_letter(topic, payload, f"too large: {len(payload)} bytes > {limit}", _parsed(payload), now)
+                return
+            try:
+                doc = json.loads(payload)
+            except (ValueError, UnicodeDecodeError) as error:
+                self._dead_letter(topic, payload, f"not JSON: {error}", None, now)
+                return
+        if self._fast is None or not self._fast(doc):
+            errors = contracts.check(CONTRACT, doc)
+            if errors:
+                raw = payload if isinstance(payload, (bytes, bytearray)) else _dumped(payload)
+                reason = f"too large: {len(raw)} bytes > {limit}" if len(raw) > limit else \
+                    "contract: " + "; ".join(errors)
+                self._dead_letter(topic, raw, reason, doc, now)
+                return
+        reading = dict(doc)
+        for name in INT_FIELDS:
+            if name in reading:
+                reading[name] = int(reading[name])
+        self._latest = reading
+        self._synced_runs[(reading["device"], reading["run"])] = bool(reading["clock_synced"])
+        self._queue(reading, now)
+
+    def _dead_letter(self, topic: str, raw: bytes, reason: str, doc: object, now: int) -> None:
+        self.problems.add("dead letter " + reason.split(":")[0], f"dead-lettered a message on {topic}: {reason}")
+        self._dead.append(DeadLetter(topic, bytes(raw), reason, identity_of(doc)))
+        self._queue(None, now)
+
+    def _queue(self, reading: Optional[dict], now: int) -> None:
+        if reading is not None:
+            if len(self._pending) >= MAX_PENDING:
+                self.problems.add("pending full", "the disk is still full: a reading was not taken "
+                                  "(not acknowledged: the sensor keeps it)")
+                return
+            self._pending.append(reading)
+        if self._pending_since is None:
+            self._pending_since = now
+        if len(self._pending) + len(self._dead) >= self.settings["commit_every"] and not self.disk_full:
+            self.commit(now)
+
+    def commit(self, now: Optional[int] = None) -> bool:
+        """Group commit of what is waiting, then its acknowledgements. False if the disk
+        refused it (kept in memory, retried)."""
+        now = self.clock.mono_ms() if now is None else now
+        if not self._pending and not self._dead:
+            return True
+        try:
+            result = self.store.commit(self._pending, self._dead)
+        except DiskFull as error:
+            self.store.add_counts(storage_errors=1)
+            self.problems.add("storage", f"could not write the database ({error}); "
+                              "keeping readings in memory, not acknowledging them; retrying")
+            self.disk_full = True
+            self._disk_retry_at = now + DISK_RETRY_MS
+            return False
+        if self.disk_full:
+            log.info("the database is writable again")
+        self.disk_full = False
+        arrived = self._pending_since if self._pending_since is not None else now
+        self._pending, self._dead, self._pending_since = [], [], None
+        for ack in result.acks:
+            try:
+                self.port.publish_ack(self.settings["ack_topic"], ack)
+            except Exception as error:          # the sensor resends; its duplicate re-acks
+                self.problems.add(f"ack {type(error).__name__}", f"could not publish an acknowledgement: {error}")
+        if result.inserted:
+            self._commits += 1
+            if self._waiting_since is None:
+                self._waiting_since = arrived
+        if result.retimed_runs:
+            gone = self.ledger.forget(lambda e: bool(e.runs & result.retimed_runs))
+            self._rewind(gone)
+            self._generation += 1
+        if result.evicted or result.rejected:
+            if not self.evicting:
+                log.warning("storage bound reached: %d readings evicted, %d refused (counted)",
+                            result.evicted, result.rejected)
+            self.evicting = True
+            self._generation += 1
+        else:
+            self.evicting = False
+        return True
+
+    # -- confirmation -------------------------------------------------------------------------
+    def on_iot(self, topic: str, payload: bytes) -> None:
+        """A message from IoT Core: our batch's echo, or the rule's {"batch": id}."""
+        now = self.clock.mono_ms()
+        mode = self.settings["confirm"]
+        if mode == "echo" and topic == self.topic:
+            doc = packer.batch_of(payload)
+            if doc is None:
+                self.ledger.heard(now)
+                return
+            self._confirmed(doc["batch"], now, doc)
+        elif mode == "rule" and topic == self.rule_topic:
+            try:
+                doc = json.loads(payload)
+                batch = doc["batch"]
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                self.ledger.heard(now)
+                return
+            self._confirmed(str(batch), now, None)
+
+    def _confirmed(self, batch_id: str, now: int, echo: Optional[dict]) -> None:
+        was = self.ledger.link
+        entry = self.ledger.confirm(batch_id, now)
+        if was != ONLINE:
+            self._hold_anchor = now
+            self._rewind([])
+        try:
+            if entry is not None:
+                if entry.keep:
+                    self._rewind([entry])
+                else:                           # rows in flight: never in a packed batch
+                    self.store.delete(entry.tags)
+            elif echo is not None and echo.get("device") is not None:
+                # not in flight (sent before a restart, or forgotten): what arrived unchanged goes
+                rows = packer.decode(echo)
+                keys = [(r["run"], r["seq"], r["t"]) for r in rows if r.get("clock_synced") is not False]
+                ids = self.store.match(echo["device"], keys)
+                if ids:
+                    self.store.delete(ids)
+                    self._generation += 1
+        except DiskFull as error:               # stays stored: sent again later, deduped in the cloud
+            self.problems.add("storage", f"could not delete confirmed readings: {error}")
+        except (ValueError, KeyError, TypeError) as error:
+            self.problems.add("echo", f"an unreadable echo: {error!r}")
+
+    # -- the loop -----------------------------------------------------------------------------
+    def tick(self) -> int:
+        """Do what is due; returns the milliseconds until something else will be."""
+        now = self.clock.mono_ms()
+        if self._pending_since is not None and now - self._pending_since >= self.commit_wait_ms:
+            if not self.disk_full or now >= self._disk_retry_at:
+                self.commit(now)
+        self._forward(now)
+        self._upkeep(now)
+        self._report(now)
+        return self._next_delay(self.clock.mono_ms())
+
+    def _forward(self, now: int) -> None:
+        mode = self.settings["confirm"]
+        if mode != "spooled" and self.confirm_topic() not in self._subscribed:
+            return
+        if mode != "spooled":
+            for entry in self.ledger.due(now):
+                nbytes = len(entry.payload) + len(self.topic)
+                if self.rate.wait_ms(now, nbytes):
+                    return
+                if not self._publish(entry.payload, now):
+                    return
+                self.rate.take(now, nbytes)
+                self.ledger.sent_again(entry, now)
+                self.store.add_counts(resent=len(entry.tags), batches=1, units=entry.units)
+        self._more = False
+        for _ in range(self.settings["max_in_flight"] + 2):
+            if now < self._retry_at:
+                return
+            kind = "batch" if mode == "spooled" else self.ledger.wants(now)
+            if kind is None:
+                return
+            prepared = self._prepared
+            self._prepared = None
+            if prepared is not None and (prepared.kind != kind or prepared.generation != self._generation):
+                self._discard(prepared)
+                prepared = None
+            if prepared is None:
+                prepared = self._prepare(kind, now)
+            if prepared is None:
+                return
+            nbytes = len(prepared.batch.payload) + len(self.topic)
+            if self.rate.wait_ms(now, nbytes):
+                self._prepared = prepared
+                return
+            if not self._send(prepared, now):
+                return
+        self._more = True
+
+    def _discard(self, prepared: "Prepared") -> None:
+        """A batch packed but not sent: its rows are unsent again."""
+        self._cursor = min(self._cursor, min(prepared.batch.tags))
+
+    def _prepare(self, kind: str, now: int) -> Optional["Prepared"]:
+        """The next batch to send, or None."""
+        in_flight = self.ledger.row_ids()
+        if kind == "probe":
+            return self._probe(in_flight, now)
+        holding = self._hold_active(now)
+        if not self._due(now, len(in_flight)):
+            return None
+        builder: Optional[packer.BatchBuilder] = None
+        live = self.store.newest()
+        live_id = None
+        if live is not None and live.id > self._live_upto and live.id not in in_flight \
+                and not (holding and self._held(live)):
+            builder = packer.BatchBuilder(live.device, self.capacity)
+            builder.add(live.reading(), tag=live.id)
+            live_id = live.id
+        cursor, moving, from_id, other_device = self._cursor, True, self._cursor, False
+        while builder is None or not builder.full:
+            rows = self.store.scan(from_id, SCAN_PAGE)
+            for row in rows:
+                from_id = row.id + 1
+                if row.id in in_flight or row.id == live_id:
+                    if moving:
+                        cursor = row.id + 1
+                    continue
+                if holding and self._held(row):
+                    moving = False
+                    continue
+                if builder is not None and row.device != builder.device:
+                    moving, other_device = False, True
+                    continue
+                if builder is None:
+                    builder = packer.BatchBuilder(row.device, self.capacity)
+                if not builder.add(row.reading(), tag=row.id):
+                    break
+                if moving:
+                    cursor = row.id + 1
+            if len(rows) < SCAN_PAGE:
+                break
+        self._cursor = cursor
+        if builder is None or not len(builder):
+            self._waiting_since = None
+            return None
+        if not builder.full and not self._latency_due(now):
+            return None
+        batch = builder.build()
+        self._row_bytes = max(20, len(batch.payload) // len(batch))
+        return Prepared(batch, kind, self._generation, drained=not builder.full and not other_device,
+                        commits=self._commits)
+
+    def _probe(self, in_flight: set, now: int) -> Optional["Prepared"]:
+        """One small message to learn whether the link is back: the newest reading not in
+        flight, alone; if every recent one is in flight, the smallest batch again."""
+        row = next((r for r in self.store.latest(SCAN_PAGE) if r.id not in in_flight), None)
+        if row is not None:
+            builder = packer.BatchBuilder(row.device, self.capacity)
+            reading = row.reading()
+            builder.add(reading, tag=row.id)
+            keep = reading.get("clock_synced") is False
+            return Prepared(builder.build(), "probe", self._generation, keep=keep, commits=self._commits,
+                            drained=not keep and self.store.count - len(in_flight) <= 1)
+        entries = sorted(self.ledger.entries(), key=lambda e: len(e.payload))
+        if entries and self._publish(entries[0].payload, now):
+            self.ledger.probed(now)
+            self.ledger.sent_again(entries[0], now)
+            self.store.add_counts(resent=len(entries[0].tags), batches=1, units=entries[0].units)
+        return None
+
+    def _send(self, prepared: "Prepared", now: int) -> bool:
+        batch = prepared.batch
+        if not self._publish(batch.payload, now):
+            self._rewind([])
+            return False
+        nbytes = len(batch.payload) + len(self.topic)
+        self.rate.take(now, nbytes)
+        units = batch.units(self.topic, self.settings["billing_unit_bytes"])
+        self.store.add_counts(sent=len(batch), batches=1, units=units)
+        self._live_upto = max(self._live_upto, max(batch.tags))
+        if self.settings["confirm"] == "spooled":
+            try:
+                self.store.delete(batch.tags)
+            except DiskFull as error:
+                self.problems.add("storage", f"could not delete spooled readings: {error}")
+        else:
+            runs = frozenset((batch.device, run) for run, _, _ in batch.keys)
+            entry = InFlight(batch.id, batch.tags, runs, batch.payload, units, now, probe=prepared.kind == "probe",
+                             keep=prepared.keep)
+            forgotten = self.ledger.record(entry, now)
+            if forgotten:
+                self._rewind(forgotten)
+                return True
+        if prepared.drained and prepared.commits == self._commits:
+            self._waiting_since = None              # everything committed went out
+        return True
+
+    def _publish(self, payload: bytes, now: int) -> bool:
+        try:
+            self.port.publish_iot(self.topic, payload)
+        except Exception as error:
+            self.store.add_counts(publish_errors=1)
+            self.problems.add(f"publish {type(error).__name__}", f"PublishToIoTCore refused a batch: {error}")
+            self.ledger.failed(now)
+            self._retry_at = now + min(int(self.settings["probe_max_s"] * 1000),
+                                       int(self.settings["confirm_timeout_s"] * 1000))
+            return False
+        return True
+
+    def _rewind(self, entries: list[InFlight]) -> None:
+        """Rows may have become unsent below the cursor: scan from the start again."""
+        del entries
+        self._cursor = 0
+        self._prepared = None
+        if self.store.count and self._waiting_since is None:
+            self._waiting_since = self.clock.mono_ms() - self.settings["max_latency_ms"]
+
+    def _due(self, now: int, in_flight_rows: int) -> bool:
+        """Worth looking for a batch: a full one may be there, or the oldest waited enough."""
+        if self._latency_due(now):
+            return True
+        unsent = self.store.count - in_flight_rows
+        return unsent * self._row_bytes >= self.capacity
+
+    def _latency_due(self, now: int) -> bool:
+        return self._waiting_since is not None and \
+            now - self._waiting_since >= self.settings["max_latency_ms"] - self.commit_wait_ms
+
+    def _hold_active(self, now: int) -> bool:
+        hold_ms = self.settings["unsynced_hold_s"] * 1000
+        active = bool(hold_ms) and not self.clock.synced() and now - self._hold_anchor < hold_ms
+        if self._holding and not active:
+            self._rewind([])
+        self._holding = active
+        return active
+
+    def _held(self, row) -> bool:
+        return not self._synced_runs.get(row.key, False)
+
+    # -- upkeep and report --------------------------------------------------------------------
+    def _upkeep(self, now: int) -> None:
+        try:
+            if now >= self._maintenance_at:
+                self._maintenance_at = now + MAINTENANCE_MS
+                if self.store.enforce_age():
+                    self._generation += 1
+                    self.evicting = True
+                self.store.vacuum()
+            if now - self._checkpoint_at >= self.settings["checkpoint_interval_s"] * 1000:
+                self._checkpoint_at = now
+                self.store.checkpoint()
+        except Exception as error:   # a full disk must not stop the loop
+            self.problems.add(f"upkeep {type(error).__name__}", f"store upkeep failed: {error}")
+
+    def status(self) -> dict:
+        """reported.store of the shadow."""
+        try:
+            backlog = self.store.stats()
+        except Exception:
+            backlog = {"count": self.store.count}
+        latest = {k: self._latest[k] for k in LATEST_KEYS if self._latest and k in self._latest}
+        section = {"link": self.ledger.link if self.settings["confirm"] != "spooled" else "spooled",
+                   "in_flight": len(self.ledger), "disk_full": self.disk_full, "evicting": self.evicting,
+                   "backlog": backlog, "counters": dict(self.store.counters),
+                   "latest": latest or None, "settings": dict(self.settings)}
+        for drop in ("settings", "latest"):
+            if len(json.dumps({"state": {"reported": {"store": section}}})) <= SHADOW_LIMIT:
+                break
+            section.pop(drop)
+        return section
+
+    def _report(self, now: int, force: bool = False) -> None:
+        state = (self.ledger.link, self.disk_full, self.evicting, json.dumps(self.settings, sort_keys=True))
+        changed_state = state != self._state
+        if not force:
+            if changed_state:
+                if now < self._state_report_at:
+                    return
+            elif now < self._report_at:
+                return
+        section = self.status()
+        if not force and not changed_state and section == self._last_report:
+            self._report_at = now + int(self.settings["shadow_interval_s"] * 1000)
+            return
+        try:
+            self.port.report(section)
+        except Exception as error:
+            self.problems.add(f"shadow {type(error).__name__}", f"could not update the shadow: {error}")
+            self._report_at = now + int(self.settings["shadow_interval_s"] * 1000)
+            return
+        self._state, self._last_report = state, section
+        self._report_at = now + int(self.settings["shadow_interval_s"] * 1000)
+        self._state_report_at = now + STATE_REPORT_MIN_MS
+
+    def _next_delay(self, now: int) -> int:
+        """Milliseconds until the next deadline in the future (what was due ran in this tick;
+        a deadline already past is waiting on something else, which has its own)."""
+        if self._more:
+            return 0
+        times = [self._report_at, self._state_report_at, self._maintenance_at]
+        if self._pending_since is not None:
+            times.append(self._disk_retry_at if self.disk_full else self._pending_since + self.commit_wait_ms)
+        deadline = self.ledger.next_deadline(now)
+        if deadline is not None:
+            times.append(deadline)
+        if self._waiting_since is not None:
+            times.append(self._waiting_since + self.settings["max_latency_ms"] - self.commit_wait_ms)
+        if self._prepared is not None:
+            times.append(now + max(1, self.rate.wait_ms(now, len(self._prepared.batch.payload) + len(self.topic))))
+        times.append(self._retry_at)
+        if self._holding:
+            times.append(self._hold_anchor + int(self.settings["unsynced_hold_s"] * 1000))
+        future = [t for t in times if t > now]
+        return max(1, min(1000, min(future) - now)) if future else 1000
+
+    def close(self) -> None:
+        """Commit what is held, acknowledge it, report, close the store."""
+        try:
+            self.commit()
+        finally:
+            try:
+                self._report(self.clock.mono_ms(), force=True)
+            finally:
+                self.store.close()

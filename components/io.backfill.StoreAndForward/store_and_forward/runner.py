@@ -1,0 +1,169 @@
+"""The Greengrass side of the store: IPC wiring around the Forwarder, one loop thread.
+
+    runner = Runner(Ipc(), SystemClock(), work_dir=Path.cwd())
+    runner.start()          # settings (configuration <- shadow desired.forward), store, subscriptions
+    runner.run(stop)        # until the threading.Event `stop` is set (SIGTERM)
+    runner.close()          # commit, acknowledge, report, close the database
+
+IPC callbacks only hand messages to the inbox; the loop thread does everything else, so
+SQLite is used from one thread. SubscribeToIoTCore answers only after the broker's SUBACK
+(and waits while the core has never been online), so it runs on its own thread, retried
+with backoff; forwarding starts once it has answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Optional
+
+from backfill_common.ipc import Inbox, Message
+from backfill_common.settings import Settings
+
+from .forwarder import Forwarder, expand
+from .store import Store, StoreConfig
+
+log = logging.getLogger(__name__)
+
+SHADOW = "backfill"
+SECTION = "forward"
+CONFIG_SCHEMA = "config-store"
+DB_FILE = "store.db"
+SUBSCRIBE_RETRY_S = (1, 2, 5, 10, 30, 60)
+
+
+class IpcPort:
+    """The Forwarder's Port over the IPC adapter (backfill_common.ipc.Ipc)."""
+
+    def __init__(self, ipc) -> None:
+        self.ipc = ipc
+
+    def publish_ack(self, topic: str, doc: dict) -> None:
+        self.ipc.publish_json(topic, doc)
+
+    def publish_iot(self, topic: str, payload: bytes) -> None:
+        self.ipc.publish_iot(topic, payload, 1)
+
+    def report(self, section: dict) -> None:
+        self.ipc.update_shadow(SHADOW, {"state": {"reported": {"store": section}}})
+
+
+def desired_section(document: Optional[dict]) -> dict:
+    """desired.forward of a shadow document ({} when absent)."""
+    state = (document or {}).get("state") or {}
+    desired = state.get("desired") or {}
+    section = desired.get(SECTION) if isinstance(desired, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+class Runner:
+    def __init__(self, ipc, clock, work_dir: Path, port=None) -> None:
+        self.ipc, self.clock, self.work_dir = ipc, clock, Path(work_dir)
+        self.port = port if port is not None else IpcPort(ipc)
+        self.settings = Settings(CONFIG_SCHEMA, SECTION)
+        self.inbox = Inbox()
+        self.forwarder: Optional[Forwarder] = None
+        self._local: set[str] = set()
+        self._iot: set[str] = set()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
+        self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
+        change = self.settings.apply(config=self._configuration(), desired=desired_section(self._read_shadow()))
+        for error in change.errors:
+            log.warning("setting refused: %s", error)
+        s = change.effective
+        store = Store(StoreConfig(self.work_dir / DB_FILE, synchronous=s["synchronous"]), self.clock)
+        log.info("store %s: %d readings waiting, counters %s", self.work_dir / DB_FILE, store.count, store.counters)
+        self.forwarder = Forwarder(store, self.port, self.clock, s, self.ipc.thing_name)
+        self._subscribe()
+
+    def _configuration(self) -> dict:
+        try:
+            return self.ipc.get_configuration()
+        except Exception as error:
+            log.warning("could not read the configuration (%s); using the defaults", error)
+            return {}
+
+    def _read_shadow(self) -> Optional[dict]:
+        try:
+            return self.ipc.get_shadow(SHADOW)
+        except Exception as error:
+            log.warning("could not read the %s shadow (%s); using the configuration only", SHADOW, error)
+            return None
+
+    def _subscribe(self) -> None:
+        fwd = self.forwarder
+        topic = fwd.settings["corrected_topic"]
+        if topic not in self._local:
+            self.ipc.subscribe(topic, self.inbox.put_for("reading:" + topic))
+            self._local.add(topic)
+        iot = fwd.confirm_topic()
+        if iot is not None and iot not in self._iot:
+            self._iot.add(iot)
+            threading.Thread(target=self._subscribe_iot, args=(iot,), name=f"subscribe {iot}", daemon=True).start()
+
+    def _subscribe_iot(self, topic: str) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self.ipc.subscribe_iot(topic, self.inbox.put_for("iot"))
+            except Exception as error:
+                delay = SUBSCRIBE_RETRY_S[min(attempt, len(SUBSCRIBE_RETRY_S) - 1)]
+                log.warning("SubscribeToIoTCore %s failed (%s); retrying in %s s", topic, error, delay)
+                attempt += 1
+                self._stop.wait(delay)
+                continue
+            log.info("subscribed to %s on IoT Core", topic)
+            self.inbox.put(Message("iot-subscribed", topic, b""))
+            return
+
+    def run(self, stop: threading.Event) -> None:
+        fwd = self.forwarder
+        delay = 0
+        while not stop.is_set():
+            message = self.inbox.get(timeout=delay / 1000.0)
+            try:
+                if message is not None:
+                    self.step(message)
+                delay = fwd.tick()
+            except Exception as error:     # a bug must not stop the component: counted, logged once per kind
+                fwd.problems.add(f"loop {type(error).__name__}", f"the loop failed: {error!r}")
+                log.debug("loop failure", exc_info=True)
+                delay = 1000
+        self._stop.set()
+
+    def step(self, message: Message) -> None:
+        fwd = self.forwarder
+        if message.tag.startswith("reading:"):
+            if message.tag[8:] == fwd.settings["corrected_topic"]:
+                fwd.on_reading(message.topic, message.payload)
+        elif message.tag == "iot":
+            fwd.on_iot(message.topic, message.payload)
+        elif message.tag == "iot-subscribed":
+            fwd.iot_subscribed(message.topic)
+        elif message.tag == "config":
+            self._apply(config=self._configuration())
+        elif message.tag == "shadow":
+            self._apply(desired=desired_section(message.payload))
+        elif message.tag == "stop":
+            self._stop.set()
+
+    def _apply(self, config: Optional[dict] = None, desired: Optional[dict] = None) -> None:
+        change = self.settings.apply(config=config, desired=desired)
+        for error in change.errors:
+            log.warning("setting refused: %s", error)
+        if change.changed:
+            log.info("settings changed (%s)", ", ".join(sorted(change.changed)))
+            self.forwarder.configure(change.effective)
+            self._subscribe()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.forwarder is not None:
+            self.forwarder.close()
+
+
+__all__ = ["Runner", "IpcPort", "desired_section", "expand"]

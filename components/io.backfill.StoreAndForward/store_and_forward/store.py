@@ -1,0 +1,507 @@
+"""The SQLite store (through sqlite-utils): readings, per-run acknowledgement watermarks,
+dead letters, counters. One thread uses it (the forwarder's loop).
+
+    store = Store(StoreConfig(path=work / "store.db"), clock)       # opens or creates (0600, WAL)
+    result = store.commit(readings, dead_letters)   # ONE transaction; raises DiskFull
+    result.acks                                     # [{"device", "run", "seq"}]: publish them now
+    rows = store.scan(from_id=0, limit=500)         # oldest first; store.newest() for live-first
+    store.delete(row_ids)                           # confirmed by IoT Core
+    store.enforce_age(); store.vacuum(); store.checkpoint()
+    store.stats()                                   # {"count", "bytes", "oldest_t"}
+    store.close()
+
+Tables: readings (id = arrival order; (device, run, seq) unique: a duplicate is a no-op),
+runs (watermark, offset for re-timing, readings given up by the sensor), dead_letters
+(raw bytes bounded), meta (counters and the row count, so start-up never scans).
+A commit inserts the readings, re-times runs whose clock stepped, records dead letters,
+advances the watermarks (the sensor's `held_from` closes gaps it gave up, counted), applies
+the storage bounds and saves the counters, all or nothing. Its acks may be published as
+soon as it returns: with synchronous=FULL they survive a power cut; with NORMAL (default)
+the database stays consistent but the transactions since the last checkpoint may roll back
+on a power cut (never on a crash or SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from sqlite_utils import Database
+
+from .retime import Retimer
+from .watermark import Watermark
+
+log = logging.getLogger(__name__)
+
+COUNTERS = ("received", "stored", "duplicates", "sent", "resent", "confirmed", "evicted", "rejected",
+            "dead_lettered", "given_up", "retimed", "batches", "units", "publish_errors", "storage_errors")
+PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (a clock not set yet)
+BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_CHUNK = 500
+
+
+class DiskFull(Exception):
+    """The database could not be written (disk or quota full, I/O error); nothing of the
+    failed transaction was kept. Retry later."""
+
+
+@dataclass
+class StoreConfig:
+    path: Path
+    synchronous: str = "NORMAL"
+    max_rows: int = 1_000_000
+    max_bytes: int = 512 * 1024 * 1024
+    max_age_ms: int = 30 * 86_400_000          # 0: no age limit
+    full_policy: str = "drop_oldest"           # or "reject_new"
+    max_dead_letters: int = 1000
+    dead_letter_max_bytes: int = 4096
+    retime_threshold_ms: int = 1000
+
+
+@dataclass
+class DeadLetter:
+    topic: str
+    raw: bytes
+    reason: str
+    identity: Optional[tuple] = None           # (device, run, seq) when it could be read
+
+
+@dataclass
+class Row:
+    id: int
+    device: str
+    run: str
+    seq: int
+    t: int
+    mono: int
+    t_orig: Optional[int]
+    body: str
+
+    def reading(self) -> dict:
+        """The reading as forwarded (without device)."""
+        doc = {"run": self.run, "seq": self.seq, "t": self.t, "mono": self.mono}
+        doc.update(json.loads(self.body))
+        if self.t_orig is not None:
+            doc["t_orig"] = self.t_orig
+        return doc
+
+    @property
+    def key(self) -> tuple:
+        return (self.device, self.run)
+
+
+@dataclass
+class CommitResult:
+    acks: list = field(default_factory=list)
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    evicted: int = 0
+    given_up: int = 0
+    retimed: int = 0
+    dead_lettered: int = 0
+    retimed_runs: set = field(default_factory=set)
+    changed: bool = False          # rows were inserted, deleted or re-timed
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """SQLITE_FULL, SQLITE_IOERR* and the like: the disk, not our SQL."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN,
+                               sqlite3.SQLITE_READONLY, sqlite3.SQLITE_BUSY)
+    text = str(error).lower()
+    return any(s in text for s in ("disk is full", "disk i/o", "unable to open", "readonly", "locked"))
+
+
+def body_of(reading: dict) -> str:
+    return json.dumps({k: v for k, v in reading.items() if k not in BODY_SKIP}, separators=(",", ":"))
+
+
+class Store:
+    def __init__(self, config: StoreConfig, clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
+        self.count = 0
+        self.dead_count = 0
+        self.retimer = Retimer(config.retime_threshold_ms)
+        self._marks: dict[tuple, Watermark] = {}
+        self._given_up: dict[tuple, int] = {}
+        self._open()
+
+    # -- opening -------------------------------------------------------------------------
+    def _open(self) -> None:
+        path = Path(self.config.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        if new:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
+        # one thread at a time (the loop); opened before it starts, closed after it stops
+        self.db = Database(sqlite3.connect(str(path), check_same_thread=False))
+        if new:
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        self.db.enable_wal()
+        self.set_synchronous(self.config.synchronous)
+        self._schema()
+        self._load()
+
+    def set_synchronous(self, mode: str) -> None:
+        mode = mode.upper()
+        if mode not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
+        self.db.execute(f"PRAGMA synchronous={mode}")
+        self.config.synchronous = mode
+
+    def _schema(self) -> None:
+        db = self.db
+        with db.atomic():
+            # AUTOINCREMENT: ids only grow, never reused after the table empties (arrival order,
+            # and the forwarder's scan cursor, depend on it)
+            db.execute("CREATE TABLE IF NOT EXISTS readings (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                       "device TEXT NOT NULL, run TEXT NOT NULL, seq INTEGER NOT NULL, t INTEGER NOT NULL, "
+                       "mono INTEGER NOT NULL, t_orig INTEGER, body TEXT NOT NULL)")
+            db["readings"].create_index(["device", "run", "seq"], index_name="readings_key", unique=True,
+                                        if_not_exists=True)
+            db["runs"].create({"device": str, "run": str, "acked": int, "above": str, "offset": int,
+                               "max_seq": int, "given_up": int, "seen": int}, pk=("device", "run"),
+                              if_not_exists=True)
+            db["dead_letters"].create({"id": int, "at": int, "topic": str, "reason": str, "size": int,
+                                       "raw": bytes, "device": str, "run": str, "seq": int}, pk="id",
+                                      if_not_exists=True)
+            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+
+    def _load(self) -> None:
+        meta = {row["key"]: row["value"] for row in self.db.query("SELECT key, value FROM meta")}
+        saved = json.loads(meta.get("counters", "{}"))
+        for name in COUNTERS:
+            self.counters[name] = int(saved.get(name, 0))
+        if "rows" in meta:
+            self.count = int(meta["rows"])
+        else:                                    # a database from before the meta row: once
+            self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+        self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        for row in self.db.query("SELECT * FROM runs"):
+            key = (row["device"], row["run"])
+            self._marks[key] = Watermark(row["acked"], json.loads(row["above"] or "[]"))
+            self._given_up[key] = row["given_up"] or 0
+            if row["offset"] is not None:
+                self.retimer.load(key, row["offset"], row["max_seq"])
+
+    # -- ingest ----------------------------------------------------------------------------
+    def watermark(self, device: str, run: str) -> int:
+        mark = self._marks.get((device, run))
+        return mark.acked if mark else -1
+
+    def commit(self, readings: list[dict], dead: Iterable[DeadLetter] = ()) -> CommitResult:
+        """Store valid readings (dicts after the contract check, numbers as ints) and dead
+        letters in one transaction. Raises DiskFull (nothing kept; state unchanged)."""
+        dead = list(dead)
+        result = CommitResult()
+        marks: dict[tuple, Watermark] = {}
+        touched: list[tuple] = []
+        retimer_before = {}
+        stepped: dict[tuple, int] = {}
+        held: dict[tuple, int] = {}
+        records = []
+
+        def mark_of(key: tuple) -> Watermark:
+            if key not in marks:
+                marks[key] = self._marks[key].copy() if key in self._marks else Watermark()
+                touched.append(key)
+                retimer_before[key] = self.retimer.state(key)
+            return marks[key]
+
+        room = self._room(len(readings))
+        for reading in readings:
+            key = (reading["device"], reading["run"])
+            seq = reading["seq"]
+            mark = mark_of(key)
+            if "held_from" in reading:
+                held[key] = max(held.get(key, -1), reading["held_from"])
+            if mark.has(seq):
+                result.duplicates += 1
+                continue
+            mark.add(seq)
+            if room is not None and room <= 0:
+                result.rejected += 1
+                continue
+            if room is not None:
+                room -= 1
+            decision = self.retimer.observe(key, seq, reading["t"], reading["mono"])
+            if decision.step is not None:
+                stepped[key] = decision.step
+            records.append({"device": key[0], "run": key[1], "seq": seq, "t": decision.t,
+                            "mono": reading["mono"], "t_orig": decision.t_orig, "body": body_of(reading)})
+            if decision.t_orig is not None:
+                result.retimed += 1
+        for letter in dead:
+            if letter.identity is not None:
+                device, run, seq = letter.identity
+                mark_of((device, run)).add(seq)
+        given_up = {}
+        for key, held_from in held.items():
+            gap = marks[key].give_up_below(held_from)
+            if gap:
+                given_up[key] = gap
+                result.given_up += gap
+        try:
+            with self.db.atomic():
+                before = self.db.conn.total_changes
+                if records:
+                    self.db["readings"].insert_all(records, ignore=True, batch_size=100)
+                result.inserted = self.db.conn.total_changes - before
+                result.duplicates += len(records) - result.inserted
+                for key, offset in stepped.items():
+                    result.retimed += self._retime_run(key, offset)
+                    result.retimed_runs.add(key)
+                for letter in dead:
+                    self._insert_dead(letter)
+                self._trim_dead(len(dead))
+                result.dead_lettered = len(dead)
+                for key in touched:
+                    self._save_run(key, marks[key], self._given_up.get(key, 0) + given_up.get(key, 0))
+                count = self.count + result.inserted
+                evicted = self._evict_over_limits(count) if self.config.full_policy == "drop_oldest" else 0
+                result.evicted = evicted
+                counters = dict(self.counters)
+                counters["stored"] += result.inserted
+                counters["duplicates"] += result.duplicates
+                counters["rejected"] += result.rejected
+                counters["evicted"] += evicted + result.rejected
+                counters["given_up"] += result.given_up
+                counters["retimed"] += result.retimed
+                counters["dead_lettered"] += len(dead)
+                self._save_meta(counters, count - evicted)
+        except sqlite3.Error as error:
+            for key, state in retimer_before.items():
+                if state is None:
+                    self.retimer.forget(key)
+                else:
+                    self.retimer.load(key, *state)
+            if is_storage_error(error):
+                raise DiskFull(str(error)) from error
+            raise
+        self.counters, self.count = counters, count - evicted
+        self.dead_count = min(self.dead_count + len(dead), self.config.max_dead_letters)
+        for key in touched:
+            self._marks[key] = marks[key]
+            self._given_up[key] = self._given_up.get(key, 0) + given_up.get(key, 0)
+            if marks[key].acked >= 0:
+                result.acks.append({"device": key[0], "run": key[1], "seq": marks[key].acked})
+        result.changed = bool(result.inserted or result.retimed or evicted)
+        return result
+
+    def _room(self, incoming: int) -> Optional[int]:
+        """How many new readings fit under reject_new (None: drop_oldest makes room)."""
+        if self.config.full_policy != "reject_new":
+            return None
+        if self.used_bytes() >= self.config.max_bytes:
+            return 0
+        return max(0, self.config.max_rows - self.count)
+
+    def _retime_run(self, key: tuple, offset: int) -> int:
+        cursor = self.db.execute(
+            "UPDATE readings SET t_orig = COALESCE(t_orig, t), t = mono + ? "
+            "WHERE device = ? AND run = ? AND ABS(t - mono - ?) > ?",
+            [offset, key[0], key[1], offset, self.config.retime_threshold_ms])
+        return cursor.rowcount
+
+    def _insert_dead(self, letter: DeadLetter) -> None:
+        device, run, seq = letter.identity if letter.identity else (None, None, None)
+        self.db["dead_letters"].insert({"at": self.clock.wall_ms(), "topic": letter.topic[:256],
+                                        "reason": letter.reason[:500], "size": len(letter.raw),
+                                        "raw": bytes(letter.raw[:self.config.dead_letter_max_bytes]),
+                                        "device": device, "run": run, "seq": seq})
+
+    def _trim_dead(self, added: int) -> None:
+        over = self.dead_count + added - self.config.max_dead_letters
+        if added and over > 0:
+            self.db.execute("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
+                            [over])
+
+    def _save_run(self, key: tuple, mark: Watermark, given_up: int) -> None:
+        state = self.retimer.state(key)
+        offset, max_seq = state if state else (None, None)
+        self.db.execute("INSERT OR REPLACE INTO runs (device, run, acked, above, offset, max_seq, given_up, seen) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [key[0], key[1], mark.acked, json.dumps(mark.above), offset, max_seq, given_up,
+                         self.clock.wall_ms()])
+
+    def _save_meta(self, counters: dict, count: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('counters', ?), ('rows', ?)",
+                        [json.dumps(counters, separators=(",", ":")), str(count)])
+
+    # -- bounds ----------------------------------------------------------------------------
+    def used_bytes(self) -> int:
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self.db.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
+
+    def _delete_oldest(self, n: int) -> int:
+        if n <= 0:
+            return 0
+        cursor = self.db.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
+                                 [n])
+        return cursor.rowcount
+
+    def _evict_over_limits(self, count: int) -> int:
+        """drop_oldest inside the current transaction: rows, then bytes. Returns evicted."""
+        evicted = self._delete_oldest(count - self.config.max_rows)
+        count -= evicted
+        for _ in range(8):
+            used = self.used_bytes()
+            if used <= self.config.max_bytes or count <= 0:
+                break
+            per_row = max(1, used // max(count, 1))
+            n = max(1, -(-(used - self.config.max_bytes) // per_row), count // 100)
+            gone = self._delete_oldest(n)
+            evicted += gone
+            count -= gone
+            if not gone:
+                break
+        return evicted
+
+    def enforce_age(self, scan: int = 2000, rounds: int = 50) -> int:
+        """Evict readings older than max_age (by t; a t before 2020 has no known age). Walks
+        from the oldest arrival while windows of `scan` rows are all expired (arrival order
+        follows time), so it never reads the whole table. Returns evicted."""
+        if not self.config.max_age_ms:
+            return 0
+        cutoff = self.clock.wall_ms() - self.config.max_age_ms
+        evicted, from_id = 0, 0
+        for _ in range(rounds):
+            rows = self.db.execute("SELECT id, t FROM readings WHERE id >= ? ORDER BY id LIMIT ?",
+                                   [from_id, scan]).fetchall()
+            old = [rid for rid, t in rows if PLAUSIBLE_T <= t < cutoff]
+            if old:
+                evicted += self._delete_ids(old, "evicted")
+            if len(old) < len(rows) * 9 // 10 or len(rows) < scan:
+                break
+            from_id = rows[-1][0] + 1
+        return evicted
+
+    # -- forwarding --------------------------------------------------------------------------
+    def _row(self, values: tuple) -> Row:
+        return Row(*values)
+
+    def newest(self) -> Optional[Row]:
+        values = self.db.execute("SELECT id, device, run, seq, t, mono, t_orig, body FROM readings "
+                                 "ORDER BY id DESC LIMIT 1").fetchone()
+        return Row(*values) if values else None
+
+    def latest(self, limit: int = 1) -> list[Row]:
+        """The last arrivals, newest first."""
+        return [Row(*values) for values in self.db.execute(
+            "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings ORDER BY id DESC LIMIT ?", [limit])]
+
+    def scan(self, from_id: int = 0, limit: int = 500) -> list[Row]:
+        """Readings with id >= from_id, oldest first."""
+        return [Row(*values) for values in self.db.execute(
+            "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id >= ? ORDER BY id LIMIT ?",
+            [from_id, limit])]
+
+    def get(self, ids: Iterable[int]) -> list[Row]:
+        ids = list(ids)
+        rows: list[Row] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows += [Row(*v) for v in self.db.execute(
+                f"SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id IN ({marks})", chunk)]
+        return sorted(rows, key=lambda r: r.id)
+
+    def match(self, device: str, keys: Iterable[tuple]) -> list[int]:
+        """Row ids of stored readings equal to (run, seq, t) of `device` (an echo we cannot
+        map to a batch in flight)."""
+        ids = []
+        for run, seq, t in keys:
+            found = self.db.execute("SELECT id, t FROM readings WHERE device = ? AND run = ? AND seq = ?",
+                                    [device, run, seq]).fetchone()
+            if found and found[1] == t:
+                ids.append(found[0])
+        return ids
+
+    def delete(self, ids: Iterable[int], counter: str = "confirmed") -> int:
+        """Delete readings (IoT Core has them); returns how many were still there."""
+        return self._delete_ids(list(ids), counter)
+
+    def _delete_ids(self, ids: list, counter: str) -> int:
+        if not ids:
+            return 0
+        try:
+            with self.db.atomic():
+                gone = 0
+                for start in range(0, len(ids), _CHUNK):
+                    chunk = ids[start:start + _CHUNK]
+                    gone += self.db.execute(f"DELETE FROM readings WHERE id IN ({','.join('?' * len(chunk))})",
+                                            chunk).rowcount
+                counters = dict(self.counters)
+                counters[counter] += gone
+                self._save_meta(counters, self.count - gone)
+        except sqlite3.Error as error:
+            if is_storage_error(error):
+                raise DiskFull(str(error)) from error
+            raise
+        self.counters, self.count = counters, self.count - gone
+        return gone
+
+    def add_counts(self, **deltas: int) -> None:
+        """Counters changed outside a commit (sent, resent, ...): saved with the next write."""
+        for name, delta in deltas.items():
+            self.counters[name] += delta
+
+    # -- upkeep ------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        oldest = self.db.execute("SELECT t FROM readings ORDER BY id LIMIT 1").fetchone()
+        return {"count": self.count, "bytes": self.used_bytes(), "oldest_t": oldest[0] if oldest else None}
+
+    def vacuum(self, keep_pages: int = 256) -> int:
+        """Give free pages beyond `keep_pages` back to the file system (incremental vacuum);
+        returns how many were freed."""
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        auto = self.db.execute("PRAGMA auto_vacuum").fetchone()[0]
+        if auto != 2 or free <= keep_pages:
+            return 0
+        # executescript steps the pragma to the end (execute() would free one page only)
+        self.db.conn.executescript(f"PRAGMA incremental_vacuum({int(free - keep_pages)});")
+        return free - keep_pages
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never blocks): with synchronous=NORMAL
+        what is committed up to here survives a power cut."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def dead_letters(self, limit: int = 100) -> list[dict]:
+        return list(self.db.query("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", [limit]))
+
+    def runs(self) -> dict:
+        """{(device, run): {"acked", "given_up"}} for every run seen."""
+        return {key: {"acked": mark.acked, "given_up": self._given_up.get(key, 0)}
+                for key, mark in self._marks.items()}
+
+    def flush_counters(self) -> None:
+        try:
+            with self.db.atomic():
+                self._save_meta(self.counters, self.count)
+        except sqlite3.Error as error:
+            if is_storage_error(error):
+                raise DiskFull(str(error)) from error
+            raise
+
+    def close(self) -> None:
+        try:
+            self.flush_counters()
+            self.checkpoint()
+        except (DiskFull, sqlite3.Error) as error:
+            log.warning("closing the store: %s", error)
+        finally:
+            self.db.close()

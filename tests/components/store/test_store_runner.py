@@ -1,0 +1,124 @@
+"""The runner's wiring over a fake of the project's IPC adapter (backfill_common.ipc.Ipc's
+methods, not the awsiot SDK): subscriptions, the loop thread, echo confirmation, shadow
+overrides, configuration defaults, shutdown."""
+
+import json
+import threading
+
+from backfill_common.clock import SystemClock
+from backfill_common.settings import Settings
+from conftest import wait_for
+from store_and_forward.runner import Runner
+from store_and_forward.store import Store, StoreConfig
+
+from store_harness import RUN, THING, corrected
+
+
+class FakeIpc:
+    """In-memory stand-in for backfill_common.ipc.Ipc; IoT Core echoes every publish."""
+
+    def __init__(self, config=None, shadow=None):
+        self.thing_name = THING
+        self.config = config or {}
+        self.shadow = shadow
+        self.local = {}
+        self.iot = {}
+        self.acks, self.published, self.reports = [], [], []
+        self.lock = threading.Lock()
+        self.on_config = None
+        self.on_shadow = None
+
+    def get_configuration(self):
+        return dict(self.config)
+
+    def on_configuration_change(self, callback):
+        self.on_config = callback
+
+    def get_shadow(self, name):
+        return self.shadow
+
+    def on_shadow_document(self, name, callback):
+        self.on_shadow = callback
+
+    def update_shadow(self, name, document):
+        with self.lock:
+            self.reports.append(json.loads(json.dumps(document)))
+        return document
+
+    def subscribe(self, topic, callback):
+        self.local[topic] = callback
+
+    def publish_json(self, topic, doc):
+        with self.lock:
+            self.acks.append((topic, doc))
+
+    def subscribe_iot(self, topic, callback, qos=1):
+        self.iot[topic] = callback
+
+    def publish_iot(self, topic, payload, qos=1):
+        with self.lock:
+            self.published.append((topic, payload))
+        if topic in self.iot:
+            self.iot[topic](topic, payload)
+
+
+def start(tmp_path, ipc):
+    runner = Runner(ipc, SystemClock(), tmp_path)
+    runner.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    return runner, stop, thread
+
+
+def test_readings_flow_to_iot_core_and_are_deleted_when_echoed(tmp_path):
+    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": {}})
+    runner, stop, thread = start(tmp_path, ipc)
+    try:
+        deliver = ipc.local["backfill/readings/corrected"]
+        for seq in range(20):
+            deliver("backfill/readings/corrected", corrected(seq))
+        wait_for(lambda: any(doc["seq"] == 19 for _, doc in ipc.acks), message="the ack of seq 19")
+        assert all(topic == "backfill/acks" and doc["run"] == RUN for topic, doc in ipc.acks)
+        assert f"dt/backfill/{THING}/readings" in ipc.iot
+        wait_for(lambda: ipc.reports and ipc.reports[-1]["state"]["reported"]["store"]["backlog"]["count"] == 0
+                 and ipc.reports[-1]["state"]["reported"]["store"]["counters"]["confirmed"] == 20,
+                 message="a report of an empty backlog")
+        rows = [row for _, p in ipc.published for row in json.loads(p)["rows"]]
+        assert sorted({row[1] for row in rows}) == list(range(20))
+    finally:
+        stop.set()
+        thread.join(10)
+        runner.close()
+
+
+def test_shadow_desired_forward_overrides_live_and_bad_values_are_refused(tmp_path, caplog):
+    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100},
+                  shadow={"state": {"desired": {"forward": {"max_rows": "lots", "shadow_interval_s": 2}}}})
+    runner, stop, thread = start(tmp_path, ipc)
+    try:
+        assert runner.forwarder.settings["shadow_interval_s"] == 2
+        assert runner.forwarder.settings["max_rows"] == Settings("config-store", "forward").defaults["max_rows"]
+        assert "max_rows" in caplog.text
+        ipc.on_shadow({"state": {"desired": {"forward": {"confirm": "spooled", "max_latency_ms": 0}}}})
+        wait_for(lambda: ipc.reports and
+                 ipc.reports[-1]["state"]["reported"]["store"]["settings"]["confirm"] == "spooled",
+                 message="the new setting reported")
+    finally:
+        stop.set()
+        thread.join(10)
+        runner.close()
+
+
+def test_close_commits_what_is_held(tmp_path):
+    ipc = FakeIpc(config={"commit_interval_ms": 60_000, "max_latency_ms": 120_000})
+    runner, stop, thread = start(tmp_path, ipc)
+    ipc.local["backfill/readings/corrected"]("backfill/readings/corrected", corrected(0))
+    wait_for(lambda: runner.inbox.qsize() == 0, message="the reading taken")
+    stop.set()
+    thread.join(10)
+    runner.close()
+    assert ("backfill/acks", {"device": THING, "run": RUN, "seq": 0}) in ipc.acks
+    store = Store(StoreConfig(tmp_path / "store.db"), SystemClock())
+    assert store.watermark(THING, RUN) == 0
+    store.close()
