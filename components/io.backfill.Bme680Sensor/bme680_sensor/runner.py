@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections import Counter
 from typing import Callable, Optional
 
 from backfill_common import contracts
 from backfill_common.ipc import Inbox, Message
+from backfill_common.problems import Problems
 from backfill_common.settings import Settings
 
 from . import cpu, device
@@ -38,18 +38,6 @@ SECTION = "sampling"
 CONFIG_SCHEMA = "config-sensor"
 VALUE_KEYS = ("temperature", "humidity", "pressure", "gas_resistance", "heat_stable")
 IDLE_S = 1.0
-
-
-class Problems:
-    """Counts problems by kind; logs a kind the first time it appears, then only counts it."""
-
-    def __init__(self) -> None:
-        self.counts: Counter = Counter()
-
-    def add(self, kind: str, detail: str) -> None:
-        self.counts[kind] += 1
-        if self.counts[kind] == 1:
-            log.warning("%s [kind: %s; further ones are only counted]", detail, kind)
 
 
 class Runner:
@@ -66,7 +54,7 @@ class Runner:
         self.make_opener, self.make_cpu = opener, cpu_source
         self.settings = Settings(CONFIG_SCHEMA, SECTION)
         self.inbox = Inbox()
-        self.problems = Problems()
+        self.problems = Problems(log)
         self.sampler: Optional[Sampler] = None
         self.unacked: Optional[Unacked] = None
         self.published = 0

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
 from backfill_common import contracts
+from backfill_common.problems import Problems
 
 from . import packer
 from .fastcheck import compile_contract
@@ -98,22 +98,10 @@ class Prepared:
     commits: int = 0           # commits so far when it was packed
 
 
-class Problems:
-    """Counts problems by kind; logs a kind the first time it appears."""
-
-    def __init__(self) -> None:
-        self.counts: Counter = Counter()
-
-    def add(self, kind: str, detail: str) -> None:
-        self.counts[kind] += 1
-        if self.counts[kind] == 1:
-            log.warning("%s [kind: %s; further ones are only counted]", detail, kind)
-
-
 class Forwarder:
     def __init__(self, store: Store, port: Port, clock, settings: dict, thing: str) -> None:
         self.store, self.port, self.clock, self.thing = store, port, clock, thing
-        self.problems = Problems()
+        self.problems = Problems(log)
         self._fast = compile_contract(CONTRACT)
         now = clock.mono_ms()
         self._pending: list[dict] = []

@@ -1,33 +1,15 @@
-"""Entry point on Greengrass: ``python -u -m temperature_correction``.
+"""Entry point on Greengrass: ``python -u -m temperature_correction``: the runner on the
+real IPC adapter, until SIGTERM (Greengrass's stop)."""
 
-Wires the real IPC adapter to the runner and runs until SIGTERM (Greengrass's stop)."""
-
-from __future__ import annotations
-
-import logging
-import signal
 import sys
-import threading
 
-from backfill_common.ipc import Ipc
+from backfill_common.service import serve
 
 from .runner import Runner
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    ipc = Ipc()
-    try:
-        runner = Runner(ipc)
-        runner.start()
-        runner.run(stop)
-    finally:
-        ipc.close()
-    return 0
+    return serve(Runner)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from typing import Callable, Optional
 
 from backfill_common.ipc import Inbox, Message
+from backfill_common.problems import Problems
 from backfill_common.settings import Settings
 
 from . import handler as lambda_handler
@@ -36,19 +36,6 @@ SHADOW = "backfill"
 SECTION = "correction"
 CONFIG_SCHEMA = "config-correction"
 RETRY_S = 5.0
-
-
-class Problems:
-    """Counts problems by kind; logs a kind the first time it appears, then only counts it."""
-
-    def __init__(self, logger: logging.Logger = log) -> None:
-        self.counts: Counter = Counter()
-        self._log = logger
-
-    def add(self, kind: str, detail: str) -> None:
-        self.counts[kind] += 1
-        if self.counts[kind] == 1:
-            self._log.warning("%s [kind: %s; further ones are only counted]", detail, kind)
 
 
 class Runner:
@@ -64,7 +51,7 @@ class Runner:
         self.clock = clock
         self.settings = Settings(CONFIG_SCHEMA, SECTION)
         self.inbox = Inbox()
-        self.problems = Problems()
+        self.problems = Problems(log)
         self.corrected = 0
         self._subscribed: set[str] = set()
         self._shadow_pending = False      # GetThingShadow still owed (it failed at start)
