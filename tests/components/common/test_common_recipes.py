@@ -46,3 +46,10 @@ def test_the_bundle_installs_the_three_components():
     assert set(bundle["ComponentDependencies"]) == set(COMPONENTS)
     assert all(dep["DependencyType"] == "HARD" for dep in bundle["ComponentDependencies"].values())
     assert "Artifacts" not in bundle["Manifests"][0]
+
+
+@pytest.mark.parametrize("schema", sorted(COMPONENTS.values()))
+def test_the_readme_documents_every_setting(schema):
+    readme = (RECIPES.parent / "README.md").read_text()
+    missing = [key for key in contracts.schema_of(schema)["properties"] if f"`{key}`" not in readme]
+    assert missing == []
