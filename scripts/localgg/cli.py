@@ -2,7 +2,8 @@
 
     localgg start --root DIR [--thing NAME]                 run the core in the foreground
     localgg deployment create --root DIR --recipeDir R --artifactDir A --merge NAME=VERSION
-                              [--update-config JSON|FILE] [--remove NAME] [--wait SECONDS]
+                              [--update-config JSON|FILE] [--remove NAME] [--runWith NAME:posixUser=USER[:GROUP]]
+                              [--wait SECONDS]
     localgg deployment status --root DIR -i ID | deployment list --root DIR
     localgg component list|details -n NAME|restart -n NAMES|stop -n NAMES --root DIR
     localgg logs get --root DIR (--log-file FILE | --component NAME) [--follow]
@@ -290,6 +291,7 @@ def cmd_deployment_create(args: argparse.Namespace) -> int:
             raise CliError(f"--merge takes NAME=VERSION, not {item!r}")
         merges[name] = version
     updates = _json_arg(args.update_config) if args.update_config else None
+    run_with = _run_with(args.runWith or [])
     client = connect(_root(args))
     try:
         response = client.create_local_deployment(
@@ -297,6 +299,7 @@ def cmd_deployment_create(args: argparse.Namespace) -> int:
             root_component_versions_to_add=merges or None,
             root_components_to_remove=_names(args.remove or []) or None,
             component_to_configuration=updates,
+            component_to_run_with_info=run_with or None,
             recipe_directory_path=str(Path(args.recipeDir).resolve()) if args.recipeDir else None,
             artifacts_directory_path=str(Path(args.artifactDir).resolve()) if args.artifactDir else None,
             failure_handling_policy=args.failure_handling_policy)
@@ -315,6 +318,19 @@ def cmd_deployment_create(args: argparse.Namespace) -> int:
             time.sleep(0.2)
     finally:
         client.close()
+
+
+def _run_with(items: list[str]) -> dict:
+    """greengrass-cli's `--runWith <component>:posixUser=<user>[:<group>]`."""
+    from awsiot.greengrasscoreipc.model import RunWithInfo
+    out: dict = {}
+    for item in items:
+        name, sep, setting = item.partition(":")
+        key, eq, value = setting.partition("=")
+        if not sep or not name or key != "posixUser" or not eq or not value:
+            raise CliError(f"--runWith takes NAME:posixUser=USER[:GROUP], not {item!r}")
+        out[name] = RunWithInfo(posix_user=value)
+    return out
 
 
 def _print_status(deployment) -> None:
@@ -572,6 +588,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("-m", "--merge", action="append", metavar="NAME=VERSION")
     create.add_argument("--remove", action="append", metavar="NAME")
     create.add_argument("-c", "--update-config", metavar="JSON|FILE")
+    create.add_argument("--runWith", action="append", metavar="NAME:posixUser=USER[:GROUP]",
+                        help="the user a root component's non-privileged steps run as")
     create.add_argument("-g", "--groupId")
     create.add_argument("-fp", "--failure-handling-policy", choices=["ROLLBACK", "DO_NOTHING"])
     create.add_argument("--wait", type=float, metavar="SECONDS",

@@ -8,7 +8,7 @@ Usage::
     await kernel.stop()
 
 Layout under the root, as the nucleus's (docs/lifecycle-recipes.md 3.5):
-`ipc.socket`, `config/` (what is deployed and its configuration), `packages/recipes`,
+`ipc.socket`, `config/` (what is deployed, its configuration, `effectiveConfig.yaml`), `packages/recipes`,
 `packages/artifacts/<C>/<v>/`, `packages/artifacts-unarchived/<C>/<v>/<zip>/`,
 `work/<C>/`, `logs/greengrass.log`, `logs/<C>.log`, `deployments/`, `cli_ipc_info/`.
 """
@@ -28,14 +28,14 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import effectiveconfig, limits, runwith
 from . import lifecycle as lc
-from . import limits
 from .authz import CLI, Authorizer
 from .configstore import ConfigStore
 from .deployment import RecipeStore, ResolutionError, resolve, resolve_configuration
 from .interpolate import Scope, interpolate_tree
 from .ipc.cli import CLI_CLIENT_ACCESS, CliHandlers
-from .ipc.config import ConfigHandlers
+from .ipc.config import VALIDATION_TIMEOUT, ConfigHandlers, Validation
 from .ipc.lifecycle import LifecycleHandlers
 from .ipc.mqttproxy import MqttProxyHandlers
 from .iotcore.bridge import DISK_SPOOLER, CloudSettings, IoTCoreBridge
@@ -84,10 +84,14 @@ class ServiceSpec:
     dependencies: dict[str, str] = field(default_factory=dict)
     configuration: dict = field(default_factory=dict)
     builtin: bool = False
+    run_with: dict | None = None         # {"posixUser": "user[:group]"} from the deployment's componentToRunWithInfo
 
     def to_json(self) -> dict:
-        return {"version": self.version, "lifecycle": self.lifecycle, "dependencies": self.dependencies,
-                "builtin": self.builtin}
+        out = {"version": self.version, "lifecycle": self.lifecycle, "dependencies": self.dependencies,
+               "builtin": self.builtin}
+        if self.run_with:
+            out["runWith"] = self.run_with
+        return out
 
 
 @dataclass
@@ -145,7 +149,10 @@ class Kernel:
         self._reaper: Reaper | None = None
         self.dispatcher = Dispatcher()
         self.dispatcher.add(*PubSubHandlers(self.bus, self.authz).operations())
-        self.dispatcher.add(*ConfigHandlers(self.config, lambda component: self.save_soon()).operations())
+        self.validation = Validation()
+        self.validation_timeout = VALIDATION_TIMEOUT   # seconds a deployment waits for validity reports
+        self.dispatcher.add(*ConfigHandlers(self.config, lambda component: self.save_soon(),
+                                            self.validation).operations())
         self.dispatcher.add(*LifecycleHandlers(self.report_state).operations())
         self.dispatcher.add(*CliHandlers(self).operations())
         self.iotcore = IoTCoreBridge(self.root, thing_name, lambda: self.config.view(NUCLEUS, ["mqtt"], {}),
@@ -159,6 +166,8 @@ class Kernel:
         self.exit_requested: asyncio.Event | None = None
         self.restart_requested = False
         self._stopping = False
+        self.run_policy = runwith.Policy(None, "not started")
+        self._owned: set[tuple[str, str, runwith.Account]] = set()   # work dirs given to their user
 
     # -- paths ----------------------------------------------------------------------
 
@@ -166,8 +175,18 @@ class Kernel:
         return self.root.joinpath(*parts)
 
     def work_dir(self, component: str) -> Path:
+        """`work/<C>`; the first time a core uses it for a version, it and what is in the version's
+        artifact directories are given to the user the component's steps run as
+        (RunWithPathOwnershipHandler: the artifact directories themselves stay the core's)."""
         path = self.path("work", component)
         path.mkdir(parents=True, exist_ok=True)
+        account = self.run_as(component, False)
+        version = self.version_of(component) or ""
+        if account is not None and (component, version, account) not in self._owned:
+            runwith.chown_tree(str(path), account)
+            for folder in (self.artifacts_path(component, version), self.unarchived_path(component, version)):
+                runwith.chown_tree(str(folder), account, include_top=False)
+            self._owned.add((component, version, account))
         return path
 
     def log_dir(self) -> Path:
@@ -197,6 +216,7 @@ class Kernel:
             if not self.config.has(name):
                 self.config.replace(name, defaults, 1)
         self._restore()
+        self.run_policy = self._decide_run_with()
         self.token_for(CLI)
         await self.iotcore.start(self.cloud_settings())
         await self.shadows.start()
@@ -206,6 +226,7 @@ class Kernel:
         self._worker = asyncio.ensure_future(self._deployment_worker())
         for comp in self.components.values():
             comp.request_start()
+        self.write_effective_config()
         log.info("localgg %s started at %s (thing %s)", NUCLEUS_VERSION, self.root, self.thing_name)
 
     async def stop(self) -> None:
@@ -275,12 +296,18 @@ class Kernel:
 
     # -- the Host protocol the lifecycles use ---------------------------------------
 
-    def environment(self, component: str) -> dict[str, str]:
-        env = dict(os.environ)
-        path = env.get("PATH", "")
+    @staticmethod
+    def _path() -> str:
+        """The core's PATH and /bin, /usr/bin, /sbin, /usr/sbin if present (Exec's defaults)."""
+        path = os.environ.get("PATH", "")
         for extra in ("/bin", "/usr/bin", "/sbin", "/usr/sbin"):
             if extra not in path.split(":") and os.path.isdir(extra):
                 path = f"{path}:{extra}" if path else extra
+        return path
+
+    def environment(self, component: str) -> dict[str, str]:
+        env = dict(os.environ)
+        path = self._path()
         token = self.token_for(component)
         root_ca = self.path("rootCA.pem")  # written when the thing is provisioned
         env.update({
@@ -311,6 +338,31 @@ class Kernel:
                 other.dependency_changed()
         if self._changed is not None:
             self._changed.set()
+
+    def run_as(self, component: str, privileged: bool) -> runwith.Account | None:
+        spec = self.specs.get(component)
+        return self.run_policy.account(spec.run_with if spec else None, privileged)
+
+    def _decide_run_with(self) -> runwith.Policy:
+        """runwith.py's rules, decided once a start and logged once."""
+        core_user = runwith.user_name(os.geteuid())
+        posix_user = self.config.value(NUCLEUS, ["runWithDefault", "posixUser"])
+        if os.geteuid() == 0 and not posix_user:  # what the installer run as root writes
+            posix_user = runwith.DEFAULT_POSIX_USER
+            self.config.merge(NUCLEUS, ["runWithDefault"], {"posixUser": posix_user}, int(self.clock() * 1000))
+        python = shutil.which("python3", path=self._path())
+
+        def prepare(name: str) -> runwith.Account:
+            runwith.ensure_accounts(name)
+            return runwith.lookup(name)
+        try:
+            policy = runwith.decide(os.geteuid(), os.environ.get(runwith.ENV), posix_user, core_user, prepare,
+                                    lambda account: runwith.probe(account, str(self.root), python))
+        except runwith.RunWithError as exc:
+            policy = runwith.Policy(None, f"every lifecycle step runs as {core_user}: {exc}")
+        quiet = policy.default is not None or os.geteuid() != 0
+        log.log(logging.INFO if quiet else logging.WARNING, "run-with: %s", policy.note)
+        return policy
 
     def process_started(self, component: str, pid: int) -> None:
         self._pgids.add(pid)
@@ -366,7 +418,36 @@ class Kernel:
             except Exception:  # noqa: BLE001 - one bad value must not stop the others, nor a stop
                 log.exception("could not save %s: what changed since it was last saved is lost on restart", name)
                 saved = False
+        self.write_effective_config()
         return saved
+
+    def write_effective_config(self) -> None:
+        """`config/effectiveConfig.yaml` (effectiveconfig.py); a failure is logged as the nucleus
+        logs it (`effective-config-dump-error`) and changes nothing else."""
+        path = self.path("config", effectiveconfig.FILE_NAME)
+        try:
+            effectiveconfig.write_effective_config(path, self.effective_config())
+        except Exception:  # noqa: BLE001
+            log.exception("effective-config-dump-error. {file=%s}", path)
+
+    def effective_config(self) -> dict:
+        services: dict[str, effectiveconfig.ServiceEntry] = {}
+        for name in sorted(set(self.builtins) | set(self.specs)):
+            spec = self.specs.get(name)
+            if spec is not None and not spec.builtin:
+                kind = "GENERIC"
+            else:
+                kind = "NUCLEUS" if name == NUCLEUS else "PLUGIN" if name in BUILTINS or name in AVAILABLE else "GENERIC"
+            services[name] = effectiveconfig.ServiceEntry(
+                kind, self.version_of(name) or "0.0.0", self.config.value(name, default={}),
+                spec.dependencies if spec else {}, spec.lifecycle if spec else {}, spec.run_with if spec else None)
+        cloud = self.cloud_settings()
+        system = {"certificateFilePath": str(cloud.cert) if cloud else "",
+                  "privateKeyPath": str(cloud.key) if cloud else "",
+                  "rootCaPath": str(cloud.ca) if cloud else "",
+                  "rootpath": str(self.root), "thingName": self.thing_name}
+        roots = [n for members in self.groups.values() for n in members]
+        return effectiveconfig.effective_config(services, roots, system)
 
     def save_soon(self) -> None:
         if not self._save_pending:
@@ -384,7 +465,7 @@ class Kernel:
         self.groups = state.get("groups", {})
         for name, data in state.get("services", {}).items():
             spec = ServiceSpec(name, data["version"], data.get("lifecycle", {}), data.get("dependencies", {}),
-                               builtin=data.get("builtin", False))
+                               builtin=data.get("builtin", False), run_with=data.get("runWith"))
             self.specs[name] = spec
             if spec.builtin:
                 self.builtins.setdefault(name, Builtin(name, spec.version, lc.RUNNING)).version = spec.version
@@ -406,6 +487,8 @@ class Kernel:
     def status(self) -> dict:
         return {"pid": os.getpid(), "root": str(self.root), "thing": self.thing_name,
                 "iotcore": self.iotcore.status(), "ipc": self.server.status(),
+                "runWith": {"defaultUser": self.run_policy.default.name if self.run_policy.default else None,
+                            "note": self.run_policy.note},
                 "components": {n: self.state_of(n) for n in sorted(set(self.components) | set(self.builtins))}}
 
     # -- the CLI's operations -------------------------------------------------------
@@ -490,8 +573,17 @@ class Kernel:
             plan, roots = self._plan(request)
         except (RecipeError, ResolutionError, DeploymentError, ValueError, OSError) as exc:
             return self._finish(dep, "FAILED", "FAILED_NO_STATE_CHANGE", str(exc))
+        # components that keep running their version are asked about their new configuration
+        proposed = {n: s.configuration for n, s in plan.items()
+                    if n in self.components and n in self.specs and self.specs[n].version == s.version
+                    and s.configuration != self.config.value(n, default={})}
+        cause = await self.validation.validate(dep.id, proposed, self.validation_timeout)
+        if cause is not None:
+            return self._finish(dep, "FAILED", "FAILED_NO_STATE_CHANGE", cause,
+                                ["DEPLOYMENT_FAILURE", "COMPONENT_CONFIGURATION_NOT_VALID"])
         previous = {n: ServiceSpec(n, s.version, s.lifecycle, s.dependencies,
-                                   self.config.value(n, default={}), s.builtin) for n, s in self.specs.items()}
+                                   self.config.value(n, default={}), s.builtin, s.run_with)
+                    for n, s in self.specs.items()}
         group = request.get("groupName") or LOCAL_GROUP
         previous_roots = dict(self.groups.get(group, {}))
         started = time.monotonic()
@@ -554,6 +646,19 @@ class Kernel:
                 raise DeploymentError(f"the configuration of {name} nests deeper than {limits.MAX_DEPTH} levels "
                                       f"(localgg's limit)")
             plan[name] = ServiceSpec(name, version, configuration=config, builtin=name not in recipes)
+        run_with_info = request.get("componentToRunWithInfo") or {}
+        for name in plan:
+            if name in roots and name in run_with_info:  # KernelConfigResolver.updateRunWith: roots only
+                info = run_with_info[name]
+                posix_user = info.get("posixUser") if isinstance(info, dict) else None
+                if posix_user and self.run_policy.default is not None:
+                    try:
+                        runwith.lookup(str(posix_user))
+                    except runwith.RunWithError as exc:
+                        raise DeploymentError(f"{name}: {exc}") from exc
+                plan[name].run_with = {"posixUser": str(posix_user)} if posix_user else None
+            elif name in self.specs:
+                plan[name].run_with = self.specs[name].run_with
         for name, recipe in recipes.items():
             selected = recipe.select(self.platform)
             self._prepare_artifacts(recipe, selected.artifacts)
@@ -632,7 +737,7 @@ class Kernel:
                 comp = self.components[name] = self._new_component(spec)
                 comp.request_start()
                 continue
-            reinstall = (old is None or old.version != spec.version
+            reinstall = (old is None or old.version != spec.version or old.run_with != spec.run_with
                          or find_step(old.lifecycle, "install") != find_step(spec.lifecycle, "install"))
             restart = old is not None and (old.lifecycle != spec.lifecycle or old.dependencies != spec.dependencies)
             comp.version, comp.lifecycle, comp.dependencies = spec.version, spec.lifecycle, spec.dependencies

@@ -18,7 +18,8 @@ The rules are GenericExternalService's and Lifecycle's (docs/lifecycle-recipes.m
   a restart straight away: no backoff. The third error in the same state, each within
   an hour of the previous, is BROKEN instead; only a reinstall (a deployment) leaves it;
 - a HARD dependency that stops being ready restarts its RUNNING or STARTING dependers;
-- stopping: Shutdown (timeout 15 s), then SIGTERM to every script, SIGKILL after 5 s.
+- stopping: Shutdown (timeout 15 s), then SIGTERM to every script, SIGKILL after 5 s;
+- each step runs as the user `Host.run_as` names (runwith.py: RequiresPrivilege, runWith).
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from .processes import ComponentLog, Script
 from .recipe import Step, ci_get, step as find_step
+
+if TYPE_CHECKING:
+    from .runwith import Account
 
 log = logging.getLogger("localgg.lifecycle")
 
@@ -57,6 +61,7 @@ class Host(Protocol):
     def log_dir(self) -> Path: ...
     def state_changed(self, component: "Component", old: str, new: str) -> None: ...
     def process_started(self, component: str, pid: int) -> None: ...
+    def run_as(self, component: str, privileged: bool) -> "Account | None": ...
 
 
 class SkipifError(ValueError):
@@ -243,7 +248,8 @@ class Component:
     async def _spawn(self, name: str, found: Step) -> Script:
         script = await Script.start(found.script, cwd=self.host.work_dir(self.name), env=self._env(found.setenv),
                                     log=self._log, script_name=f"services.{self.name}.lifecycle.{name.capitalize()}",
-                                    state=lambda: self.state)
+                                    state=lambda: self.state,
+                                    account=self.host.run_as(self.name, found.requires_privilege))
         self._scripts.append(script)
         self.host.process_started(self.name, script.pid)
         return script

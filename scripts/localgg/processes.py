@@ -25,7 +25,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .runwith import Account
 
 GRACE_SECONDS = 5.0
 
@@ -86,11 +89,18 @@ class Script:
 
     @classmethod
     async def start(cls, script: str, *, cwd: Path, env: dict[str, str], log: ComponentLog,
-                    script_name: str, state: Callable[[], str], shell: str = "sh") -> "Script":
+                    script_name: str, state: Callable[[], str], shell: str = "sh",
+                    account: "Account | None" = None) -> "Script":
+        """`account`: run as that user (runwith.py), with its HOME, USER and LOGNAME as `sudo -H`
+        gives them; None runs as the core's user."""
         log.write("INFO", "shell-runner-start", scriptName=script_name, serviceName=log.component,
                   currentState=state(), command=f'["{script}"]')
+        user: dict = {}
+        if account is not None:
+            env = {**env, **account.environment()}
+            user = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}
         process = subprocess.Popen([shell, "-c", script], cwd=str(cwd), env=env, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **user)
         return cls(process, log, script_name, state)
 
     def _read(self, stream, level: str, event: str, pending: list[bytes]) -> None:
