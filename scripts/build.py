@@ -1,44 +1,116 @@
 #!/usr/bin/env python3
-"""Build every component the way `gdk component build` does, into greengrass-build/.
+"""Build the Greengrass components into greengrass-build/, laid out as `gdk component build` does.
 
-    python3 scripts/build.py [--out DIR] [COMPONENT ...]
+    python3 scripts/build.py                      every component and the bundle's recipe
+    python3 scripts/build.py Bme680Sensor ...     some (component name, its short name, or folder)
+    python3 scripts/build.py --out DIR [--jobs N] [--root REPO]
 
-Standard library only: it is also the top-level gdk-config.json's custom build command.
-For each `components/<Name>/gdk-config.json` (GDK: one component per config, one
-recipe.yaml or recipe.json next to it) it writes
+Standard library only (plain python3). It is the custom build command of every
+gdk-config.json: at the top level GDK runs `python3 scripts/build.py` (everything into
+./greengrass-build), in a component folder `python3 ../../scripts/build.py --out
+greengrass-build .` (that component into the folder's greengrass-build). GDK v1.6.2 does
+nothing after a custom build (no recipe validation, no URI rewriting), so this script writes
 
-    <out>/artifacts/<Name>/<version>/<zip>.zip   the folder's files at the zip root
-    <out>/recipes/<recipe file name>              the recipe, as GDK copies it
+    <out>/artifacts/<Name>/<version>/<Name>.zip   (the bundle: an empty folder, as GDK leaves it)
+    <out>/recipes/<recipe file name>              the recipe as it is (`gdk component publish`
+                                                  reads it there and rewrites the s3:// URIs)
 
-GDK v1.6.2's zip rules (gdk/build_system/Zip.py): gdk-config.json, greengrass-build and
-the recipe are always left out; with no `options`, so are `**/test*`, `**/.*` and
-`**/node_modules`; with options, only its `excludes` apply. The zip is named after the
-folder, or `zip_name` ("" means the component name). The top-level project (the bundle)
-contributes its recipe only. A recipe whose ComponentName or ComponentVersion differs
-from its gdk-config.json is an error here (GDK would overwrite it silently).
-`localgg deployment create --recipeDir <out>/recipes --artifactDir <out>/artifacts` deploys the result.
+and refuses a recipe whose ComponentName, ComponentVersion or ComponentPublisher differ from
+gdk-config.json (GDK's zip build would overwrite them silently) or whose s3:// artifacts it
+does not produce.
+
+Each `<Name>.zip` holds at its root: the component folder's files (without gdk-config.json,
+the recipe, greengrass-build, tests, dot-files, __pycache__), `backfill_common/` and
+`install.py` from components/_common/, and `wheels/`: every wheel that requirements.txt
+needs on linux x86_64 and aarch64 with CPython 3.10-3.13 (manylinux), plus pip's own wheel
+so that install.py can run pip without ensurepip. The wheels are downloaded once per
+requirements content into `${BACKFILL_WHEEL_CACHE:-${XDG_CACHE_HOME:-~/.cache}/backfill/wheels}`;
+a warm build needs no network. Downloads run pip (a pinned version, from its wheel) with
+pip's configuration files ignored and each target's marker environment (python_version,
+platform_machine), from pip's default index or PIP_INDEX_URL. A dependency published only
+as an sdist is built once into a wheel, which must be pure Python.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
 import shutil
+import stat
+import subprocess
 import sys
+import tempfile
+import time
 import zipfile
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_EXCLUDES = ["**/test*", "**/.*", "**/node_modules"]
+PIP_VERSION = "26.3"
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+ARCHES = ("x86_64", "aarch64")
+# manylinux2014 (glibc 2.17) up to glibc 2.35 (Ubuntu 22.04; Bookworm has 2.36, Trixie 2.41)
+GLIBC_MINORS = range(17, 36)
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# pip settings kept from the environment (network access); every other PIP_* is dropped
+PIP_ENV_KEPT = {"PIP_CERT", "PIP_CLIENT_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_TIMEOUT", "PIP_PROXY",
+                "PIP_RETRIES", "PIP_TRUSTED_HOST", "PIP_INDEX_URL", "PIP_CACHE_DIR", "PIP_NO_CACHE_DIR"}
+RESERVED = ("backfill_common", "install.py", "wheels")  # what the build adds at the zip root
+
+# Runs the pinned pip from its wheel with the target's marker environment: pip evaluates
+# dependency markers (python_version < "3.11", platform_machine == ...) against the running
+# interpreter even with --python-version/--platform.
+PIP_RUNNER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pip._vendor.packaging import markers
+target, host = json.loads(sys.argv[2]), markers.default_environment
+def target_environment():
+    env = host()
+    env.update(target)
+    return env
+if target:   # {}: this host's environment
+    markers.default_environment = target_environment
+    if not markers.Marker('python_version == "%s"' % target["python_version"]).evaluate():
+        sys.exit("build.py: could not set pip's marker environment")
+from pip._internal.cli.main import main
+sys.exit(main(sys.argv[3:]))
+"""
 
 
 class BuildError(Exception):
     pass
 
 
-def read_project(folder: Path) -> tuple[str, dict, Path]:
-    config = json.loads((folder / "gdk-config.json").read_text())
+# ---------------------------------------------------------------- projects and recipes
+
+@dataclass(frozen=True)
+class Project:
+    folder: Path
+    name: str
+    version: str
+    author: str
+    build: dict
+    publish: dict
+    recipe: Path      # the resolved recipe file (recipe.yaml is a link into recipes/)
+    bundle: bool      # the top-level project: a recipe, no artifact
+
+    @property
+    def zip_name(self) -> str:
+        return f"{self.name}.zip"
+
+
+def read_project(folder: Path, bundle: bool = False) -> Project:
+    """One GDK project: `folder/gdk-config.json` (one component) and exactly one recipe.yaml or recipe.json."""
+    try:
+        config = json.loads((folder / "gdk-config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"{folder}/gdk-config.json: {exc}") from exc
     components = config.get("component") or {}
     if len(components) != 1:
         raise BuildError(f"{folder}/gdk-config.json must describe exactly one component")
@@ -46,86 +118,407 @@ def read_project(folder: Path) -> tuple[str, dict, Path]:
     recipes = [p for p in (folder / "recipe.yaml", folder / "recipe.json") if p.exists()]
     if len(recipes) != 1:
         raise BuildError(f"{folder}: need exactly one recipe.yaml or recipe.json next to gdk-config.json")
-    return name, settings, recipes[0]
+    return Project(folder=folder, name=name, version=settings.get("version", ""),
+                   author=settings.get("author", ""), build=settings.get("build") or {},
+                   publish=settings.get("publish") or {}, recipe=recipes[0].resolve(), bundle=bundle)
 
 
-def check_recipe(recipe: Path, name: str, version: str) -> None:
-    text = recipe.read_text()
-    for key, wanted in (("ComponentName", name), ("ComponentVersion", version)):
-        found = re.search(rf'^\s*"?{key}"?\s*:\s*"?([^",\s]+)"?', text, re.M)
-        if not found or found.group(1) != wanted:
-            raise BuildError(f"{recipe}: {key} is {found.group(1) if found else 'missing'}, "
-                             f"gdk-config.json says {wanted}")
+def find_projects(root: Path) -> list[Project]:
+    """Every components/<folder>/gdk-config.json, sorted, then the top-level project (the bundle)."""
+    projects = [read_project(p.parent) for p in sorted((root / "components").glob("*/gdk-config.json"))]
+    if (root / "gdk-config.json").exists():
+        projects.append(read_project(root, bundle=True))
+    return projects
 
 
-def excluded_paths(folder: Path, patterns: list[str]) -> set[Path]:
-    out = set()
-    for pattern in patterns:
-        out.update(p.resolve() for p in folder.glob(pattern))
-        if "/" not in pattern:
-            out.add((folder / pattern).resolve())
-    return out
+def select(projects: list[Project], wanted: Iterable[str]) -> list[Project]:
+    """Projects by component name, short name (after the last dot) or folder path."""
+    chosen: list[Project] = []
+    for word in wanted:
+        path = Path(word).resolve()
+        matches = [p for p in projects
+                   if p.folder.resolve() == path or word in (p.name, p.folder.name, p.name.rsplit(".", 1)[-1])]
+        if not matches:
+            raise BuildError(f"no component {word!r}; known: {', '.join(p.name for p in projects)}")
+        chosen += [p for p in matches if p not in chosen]
+    return chosen
 
 
-def zip_component(folder: Path, target: Path, patterns: list[str]) -> int:
-    skip = excluded_paths(folder, patterns)
-    count = 0
+def recipe_value(text: str, key: str) -> str | None:
+    """The scalar value of a top-level `key` in a YAML or JSON recipe (no YAML parser: stdlib only)."""
+    found = re.search(rf'^\s*"?{key}"?\s*:\s*"?([^",\n#]*?)"?\s*,?\s*(#.*)?$', text, re.M)
+    return found.group(1).strip().strip("'") if found else None
+
+
+def artifact_files(text: str) -> list[str]:
+    """Basenames of the recipe's s3:// artifact URIs (GDK publish uploads and rewrites these)."""
+    return [m.group(1) for m in re.finditer(r'''s3://[^\s"']*/([^/\s"']+)''', text)]
+
+
+def check_recipe(project: Project, produced: set[str]) -> None:
+    text = project.recipe.read_text()
+    wanted = {"ComponentName": project.name, "ComponentVersion": project.version}
+    if project.author:
+        wanted["ComponentPublisher"] = project.author
+    for key, value in wanted.items():
+        found = recipe_value(text, key)
+        if found != value:
+            raise BuildError(f"{project.recipe}: {key} is {found or 'missing'}, "
+                             f"{project.folder.name}/gdk-config.json says {value}")
+    if not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", project.version):
+        raise BuildError(f"{project.folder}: version must be a fixed semantic version, not {project.version!r}")
+    if len(text.encode()) > 16000:
+        raise BuildError(f"{project.recipe}: {len(text.encode())} bytes, over Greengrass's 16,000-byte limit")
+    missing = sorted(set(artifact_files(text)) - produced)
+    if missing:
+        raise BuildError(f"{project.recipe}: artifacts {missing} are not built (this build makes {sorted(produced)})")
+    if produced and not set(artifact_files(text)) >= produced:
+        raise BuildError(f"{project.recipe}: no s3:// artifact URI ends in {sorted(produced)}")
+
+
+# ---------------------------------------------------------------- files in the artifact
+
+def excluded(relative: PurePosixPath) -> bool:
+    """Whether a path inside a component folder stays out of its artifact."""
+    if len(relative.parts) == 1 and relative.name in ("gdk-config.json", "recipe.yaml", "recipe.json"):
+        return True
+    for part in relative.parts:
+        if part.startswith(".") or part in ("__pycache__", "tests", "test", "greengrass-build", "zip-build",
+                                             "node_modules"):
+            return True
+    name = relative.name
+    return name.endswith((".pyc", ".pyo")) or (name.startswith("test_") and name.endswith(".py")) \
+        or name == "conftest.py"
+
+
+def tree_files(folder: Path, prefix: str = "") -> list[tuple[Path, str]]:
+    """(file, name in the zip) for every file under folder that is not excluded, sorted."""
+    out = []
+    for directory, subdirs, files in os.walk(folder):
+        base = PurePosixPath(Path(directory).relative_to(folder).as_posix())
+        subdirs[:] = sorted(d for d in subdirs if not excluded(base / d))
+        for name in sorted(files):
+            relative = base / name
+            if not excluded(relative) and (Path(directory) / name).is_file():
+                out.append((Path(directory) / name, prefix + relative.as_posix()))
+    return sorted(out, key=lambda entry: entry[1])
+
+
+def write_zip(target: Path, entries: list[tuple[Path, str]]) -> None:
+    """A reproducible zip (fixed times, sorted, modes kept); wheels are stored, the rest deflated."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(folder)
-            lexical = [folder.joinpath(*relative.parts[:i + 1]).resolve() for i in range(len(relative.parts))]
-            if path.is_dir() or any(p in skip for p in lexical):
-                continue
-            archive.write(path, relative.as_posix())
-            count += 1
-    return count
+    partial = target.with_name(target.name + ".partial")
+    with zipfile.ZipFile(partial, "w") as archive:
+        for source, name in sorted(entries, key=lambda entry: entry[1]):
+            info = zipfile.ZipInfo(name, ZIP_TIME)
+            mode = stat.S_IMODE(source.stat().st_mode) | 0o644
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.compress_type = zipfile.ZIP_STORED if name.endswith(".whl") else zipfile.ZIP_DEFLATED
+            with open(source, "rb") as data, archive.open(info, "w") as out:
+                shutil.copyfileobj(data, out, 1 << 20)
+    os.replace(partial, target)
 
 
-def build_component(folder: Path, out: Path) -> str:
-    name, settings, recipe = read_project(folder)
-    version = settings.get("version", "")
-    if not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", version):
-        raise BuildError(f"{folder}: version must be a fixed semantic version for local deployments, not {version!r}")
-    check_recipe(recipe, name, version)
-    build = settings.get("build") or {}
-    system = build.get("build_system")
-    if system == "zip":
-        options = build.get("options") or {}
-        patterns = ["gdk-config.json", "greengrass-build", "zip-build", recipe.name, recipe.resolve().name]
-        patterns += options.get("excludes", []) if options else DEFAULT_EXCLUDES
-        zip_name = options.get("zip_name")
-        zip_name = folder.name if zip_name is None else (zip_name or name)
-        count = zip_component(folder, out / "artifacts" / name / version / f"{zip_name}.zip", patterns)
-        what = f"{zip_name}.zip ({count} files)"
-    elif system == "custom" and folder == ROOT:
+# ---------------------------------------------------------------- wheels
+
+@dataclass(frozen=True)
+class Target:
+    python: str   # "3.10"
+    arch: str     # "x86_64" | "aarch64"
+
+    @property
+    def label(self) -> str:
+        return f"cp{self.python.replace('.', '')}-{self.arch}"
+
+    def pip_args(self) -> list[str]:
+        platforms = [f"manylinux2014_{self.arch}"] + [f"manylinux_2_{n}_{self.arch}" for n in GLIBC_MINORS]
+        return [arg for p in platforms for arg in ("--platform", p)] + [
+            "--python-version", self.python, "--implementation", "cp",
+            "--abi", f"cp{self.python.replace('.', '')}", "--only-binary=:all:"]
+
+    def markers(self) -> dict:
+        return {"python_version": self.python, "python_full_version": f"{self.python}.0",
+                "implementation_name": "cpython", "platform_python_implementation": "CPython",
+                "platform_machine": self.arch, "sys_platform": "linux", "platform_system": "Linux",
+                "os_name": "posix"}
+
+
+TARGETS = tuple(Target(py, arch) for arch in ARCHES for py in PYTHONS)
+
+
+def parse_wheel(filename: str) -> tuple[str, str, set[tuple[str, str, str]]]:
+    """(normalised name, version, tags) of a wheel file name (PEP 427, compressed tag sets expanded)."""
+    parts = filename[:-len(".whl")].split("-")
+    if not filename.endswith(".whl") or len(parts) not in (5, 6):
+        raise ValueError(f"not a wheel file name: {filename}")
+    py, abi, plat = parts[-3:]
+    tags = {(p, a, q) for p in py.split(".") for a in abi.split(".") for q in plat.split(".")}
+    return re.sub(r"[-_.]+", "-", parts[0]).lower(), parts[1], tags
+
+
+def not_pure(names: Iterable[str]) -> list[str]:
+    """The wheels among names that are not pure Python (any tag other than *-none-any)."""
+    return [name for name in names if any(abi != "none" or plat != "any" for _, abi, plat in parse_wheel(name)[2])]
+
+
+def requirement_lines(text: str) -> list[str]:
+    lines = (re.sub(r"(^|\s)#.*", "", line).strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def cache_key(requirements: str, targets: Iterable[Target], pip_version: str) -> str:
+    material = json.dumps({"requirements": requirement_lines(requirements), "pip": pip_version,
+                           "targets": [t.label for t in targets], "glibc": list(GLIBC_MINORS)})
+    return hashlib.sha256(material.encode()).hexdigest()[:20]
+
+
+def default_cache() -> Path:
+    if os.environ.get("BACKFILL_WHEEL_CACHE"):
+        return Path(os.environ["BACKFILL_WHEEL_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "backfill" / "wheels"
+
+
+def pip_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in PIP_ENV_KEPT}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    return env
+
+
+class Wheelhouse:
+    """The wheels a requirements.txt needs on every target, downloaded once and cached.
+
+        house = Wheelhouse(default_cache())
+        folder, files = house.wheels(Path("requirements.txt").read_text())
+
+    `index_args` go to every pip call (default: none, so pip's default index or
+    PIP_INDEX_URL); `python` runs pip (it needs 3.10+ for pip 26 on a cold cache).
+    """
+
+    def __init__(self, cache: Path, index_args: list[str] | None = None, targets: Iterable[Target] = TARGETS,
+                 pip_version: str = PIP_VERSION, jobs: int = 4, python: str = sys.executable,
+                 log: Callable[[str], None] = print) -> None:
+        self.cache, self.index_args, self.targets = Path(cache), list(index_args or []), tuple(targets)
+        self.pip_version, self.jobs, self.python, self.log = pip_version, max(1, jobs), python, log
+        self.pip_runs = 0
+
+    # -- public
+    def wheels(self, requirements: str) -> tuple[Path, list[str]]:
+        folder = self.cache / cache_key(requirements, self.targets, self.pip_version)
+        manifest = self._manifest(folder)
+        if manifest is None:
+            self._fill(folder, requirements)
+            manifest = self._manifest(folder)
+            if manifest is None:
+                raise BuildError(f"the wheel cache {folder} is incomplete after downloading")
+        return folder, manifest["files"]
+
+    # -- cache
+    @staticmethod
+    def _manifest(folder: Path) -> dict | None:
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if all((folder / f).is_file() for f in manifest.get("files", [])):
+            return manifest
+        return None
+
+    def _fill(self, folder: Path, requirements: str) -> None:
+        if self.python == sys.executable and sys.version_info < (3, 10):
+            raise BuildError(f"downloading wheels runs pip {self.pip_version}, which needs Python 3.10+; "
+                             f"run this script with a newer python3 (this is {sys.version.split()[0]})")
+        self.cache.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.log(f"  downloading wheels for {len(self.targets)} targets into {folder} (once; cached)")
+        with tempfile.TemporaryDirectory(prefix=".partial-", dir=self.cache) as scratch:
+            work = Path(scratch)
+            (work / "requirements.txt").write_text(requirements)
+            pip_wheel = self.pip_wheel()
+            if requirement_lines(requirements):
+                results = self._download_all(work, pip_wheel, self.targets, [])
+            else:  # nothing to download: pip's wheel only
+                results = {target: (work / target.label).mkdir() or True for target in self.targets}
+            failed = [t for t, ok in results.items() if ok is not True]
+            built: list[str] = []
+            if failed:
+                built = self._build_sdists(work, pip_wheel, results[failed[0]])
+                results.update(self._download_all(work, pip_wheel, failed, ["--find-links", str(work / "built")]))
+                failed = [t for t, ok in results.items() if ok is not True]
+                if failed:
+                    raise BuildError(f"no wheels for {failed[0].label}:\n{results[failed[0]]}")
+            final = work / "final"
+            final.mkdir()
+            per_target = {}
+            for target in self.targets:
+                names = sorted(p.name for p in (work / target.label).glob("*.whl"))
+                per_target[target.label] = names
+                for name in names:
+                    if not (final / name).exists():
+                        shutil.copy2(work / target.label / name, final / name)
+            shutil.copy2(pip_wheel, final / pip_wheel.name)
+            files = sorted(p.name for p in final.iterdir())
+            (final / "manifest.json").write_text(json.dumps(
+                {"requirements": requirement_lines(requirements), "pip": pip_wheel.name, "files": files,
+                 "targets": per_target, "built_from_sdist": built}, indent=1))
+            try:
+                os.rename(final, folder)
+            except OSError:
+                if self._manifest(folder) is None:  # not a concurrent build that finished first
+                    raise
+        self.log(f"  {len(files)} wheels in {time.monotonic() - started:.1f} s")
+
+    def pip_wheel(self) -> Path:
+        """pip's own wheel (pinned), fetched with the interpreter's pip once."""
+        folder = self.cache / "pip"
+        found = sorted(folder.glob(f"pip-{self.pip_version}-*.whl"))   # not the unpacked folder: *.whl files
+        if found:
+            return found[-1]
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".partial-", dir=self.cache) as scratch:
+            command = [self.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                       "-d", scratch, f"pip=={self.pip_version}", *self.index_args]
+            result = self._run(command)
+            if result.returncode != 0:
+                raise BuildError(f"could not download pip {self.pip_version} with {self.python} -m pip "
+                                 f"(a cold cache needs pip and the package index):\n{tail(result)}")
+            wheel = next(Path(scratch).glob("pip-*.whl"))
+            os.replace(wheel, folder / wheel.name)
+        return folder / wheel.name
+
+    def _run(self, command: list[str]) -> subprocess.CompletedProcess:
+        self.pip_runs += 1
+        return subprocess.run(command, env=pip_env(), capture_output=True, text=True)
+
+    def _pip(self, pip_wheel: Path, markers: dict, args: list[str]) -> subprocess.CompletedProcess:
+        return self._run([self.python, "-c", PIP_RUNNER, str(self._unpacked(pip_wheel)), json.dumps(markers), *args])
+
+    @staticmethod
+    def _unpacked(pip_wheel: Path) -> Path:
+        """pip's wheel unpacked beside it (imports from a folder start faster and keep their .pyc)."""
+        folder = pip_wheel.with_suffix("")
+        if not (folder / "pip" / "__init__.py").exists():
+            partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=pip_wheel.parent))
+            with zipfile.ZipFile(pip_wheel) as archive:
+                archive.extractall(partial)
+            try:
+                os.rename(partial, folder)
+            except OSError:              # unpacked meanwhile by a concurrent build
+                shutil.rmtree(partial, ignore_errors=True)
+        return folder
+
+    def _download_all(self, work: Path, pip_wheel: Path, targets: Iterable[Target],
+                      extra: list[str]) -> dict[Target, bool | str]:
+        def download(target: Target) -> bool | str:
+            dest = work / target.label
+            dest.mkdir(exist_ok=True)
+            result = self._pip(pip_wheel, target.markers(), [
+                "download", "--quiet", "--progress-bar", "off", *target.pip_args(), *self.index_args, *extra,
+                "-d", str(dest), "-r", str(work / "requirements.txt")])
+            return True if result.returncode == 0 else tail(result)
+        targets = list(targets)
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(targets))) as pool:
+            return dict(zip(targets, pool.map(download, targets)))
+
+    def _build_sdists(self, work: Path, pip_wheel: Path, first_error: str) -> list[str]:
+        """Dependencies with no wheel at all: fetch for this host (sdists allowed), build each sdist once."""
+        host = work / "host"
+        result = self._pip(pip_wheel, {}, ["download", "--quiet", "--progress-bar", "off", *self.index_args,
+                                            "-d", str(host), "-r", str(work / "requirements.txt")])
+        sdists = [p for p in host.glob("*") if p.name.endswith((".tar.gz", ".zip", ".tar.bz2"))]
+        if result.returncode != 0 or not sdists:
+            host_error = tail(result) if result.returncode else "(no dependency is an sdist)"
+            raise BuildError(f"no wheels for every target:\n{first_error}\n"
+                             f"for this host, allowing sdists:\n{host_error}")
+        built = work / "built"
+        result = self._pip(pip_wheel, {}, ["wheel", "--no-deps", "--quiet", *self.index_args, "-w", str(built),
+                                            *map(str, sdists)])
+        if result.returncode != 0:
+            raise BuildError(f"could not build wheels from {[p.name for p in sdists]}:\n{tail(result)}")
+        names = sorted(p.name for p in built.glob("*.whl"))
+        native = not_pure(names)
+        if native:
+            raise BuildError(f"{', '.join(native)}: no wheel for the targets and not pure Python, "
+                             "so it cannot be built here for linux aarch64/x86_64")
+        self.log(f"  built from sdist (pure Python): {', '.join(names)}")
+        return names
+
+
+def tail(result: subprocess.CompletedProcess, lines: int = 25) -> str:
+    return "\n".join((result.stdout + result.stderr).strip().splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------- the build
+
+def build_project(project: Project, root: Path, out: Path, house: Wheelhouse) -> str:
+    recipes = out / "recipes"
+    artifacts = out / "artifacts" / project.name / project.version
+    if project.bundle:
+        check_recipe(project, set())
         what = "recipe only"
     else:
-        raise BuildError(f"{folder}: build_system {system!r} is not supported here (use zip)")
-    (out / "recipes").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(recipe.resolve(), out / "recipes" / recipe.resolve().name)
-    return f"{name}@{version}: {what}"
+        if project.build.get("build_system") != "custom":
+            raise BuildError(f"{project.folder}/gdk-config.json: build_system must be custom (this script)")
+        check_recipe(project, {project.zip_name})
+        common = root / "components" / "_common"
+        files = tree_files(project.folder)
+        clash = sorted({name.split("/")[0] for _, name in files} & set(RESERVED))
+        if clash:
+            raise BuildError(f"{project.folder}: {clash} are added by the build; remove them from the folder")
+        entries = files + tree_files(common / "backfill_common", "backfill_common/")
+        entries.append((common / "install.py", "install.py"))
+        requirements = project.folder / "requirements.txt"
+        if not requirements.exists():
+            raise BuildError(f"{project.folder}: no requirements.txt (write an empty one if nothing is needed)")
+        folder, wheels = house.wheels(requirements.read_text())
+        entries += [(folder / name, f"wheels/{name}") for name in wheels]
+        target = artifacts / project.zip_name
+        write_zip(target, entries)
+        size = target.stat().st_size
+        what = (f"{target.relative_to(out)} {size / 1e6:.1f} MB ({len(entries) - len(wheels)} files, "
+                f"{len(wheels)} wheels)")
+    artifacts.mkdir(parents=True, exist_ok=True)
+    recipes.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(project.recipe, recipes / project.recipe.name)
+    return f"{project.name} {project.version}: {what}"
+
+
+def clean(out: Path, projects: list[Project], everything: bool) -> None:
+    """Remove what this build rewrites (never `out` itself: it may be any folder)."""
+    if everything:
+        for sub in ("recipes", "artifacts"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        return
+    for project in projects:
+        shutil.rmtree(out / "artifacts" / project.name, ignore_errors=True)
+        (out / "recipes" / project.recipe.name).unlink(missing_ok=True)
+
+
+def build(root: Path, out: Path, wanted: list[str], house: Wheelhouse,
+          log: Callable[[str], None] = print) -> list[str]:
+    projects = find_projects(root)
+    chosen = select(projects, wanted) if wanted else projects
+    clean(out, chosen, everything=not wanted)
+    return [log(line) or line for line in (build_project(p, root, out, house) for p in chosen)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "greengrass-build")
-    parser.add_argument("components", nargs="*", help="component folder names (default: all)")
+    parser.add_argument("components", nargs="*", help="component names, short names or folders (default: all)")
+    parser.add_argument("--out", type=Path, help="output folder (default: <root>/greengrass-build)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the repository (default: this script's)")
+    parser.add_argument("--jobs", type=int, default=4, help="concurrent pip downloads on a cold cache (default 4)")
     args = parser.parse_args(argv)
-    folders = sorted(p.parent for p in (ROOT / "components").glob("*/gdk-config.json"))
-    if args.components:
-        folders = [f for f in folders if f.name in args.components]
-    elif (ROOT / "gdk-config.json").exists():
-        folders.append(ROOT)
-    if args.out.exists():
-        shutil.rmtree(args.out)
+    root = args.root.resolve()
+    out = (args.out or root / "greengrass-build").resolve()
+    started = time.monotonic()
+    house = Wheelhouse(default_cache(), jobs=args.jobs)
     try:
-        for folder in folders:
-            print(build_component(folder, args.out))
+        lines = build(root, out, args.components, house)
     except (BuildError, OSError, ValueError) as exc:
         print(f"build failed: {exc}", file=sys.stderr)
         return 1
-    print(f"built {len(folders)} components into {args.out}")
+    print(f"built {len(lines)} into {out} in {time.monotonic() - started:.1f} s (wheel cache {house.cache})")
     return 0
 
 
