@@ -58,7 +58,7 @@ def test_readings_flow_from_the_simulated_chip_through_the_correction(pipeline):
         assert (reading["t"], reading["mono"]) == (source["t"], source["mono"])
         # the CPU is warmer than the air: the correction lowers the temperature
         assert source["cpu_temperature"] > source["temperature"] > reading["temperature"]
-    seqs = sorted(int(r["seq"]) for r in corrected if r["run"] == corrected[0]["run"])
+    seqs = sorted({int(r["seq"]) for r in corrected if r["run"] == corrected[0]["run"]})   # resends may repeat one
     assert seqs[:8] == list(range(seqs[0], seqs[0] + 8))
 
 
