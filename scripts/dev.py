@@ -138,7 +138,9 @@ def cmd_run(args: list[str]) -> int:
             "with the CLI; Install builds each component's venv from its vendored wheels")
         localgg("deployment", "create", "--root", str(root), "--recipeDir", str(build / "recipes"),
                 "--artifactDir", str(build / "artifacts"), "--merge", "io.backfill.SensorPipeline=1.0.0",
-                "--merge", "aws.greengrass.Nucleus=2.18.2", "--merge", "aws.greengrass.ShadowManager=2.3.12",
+                # --update-config reaches root components only (as on the nucleus): the sensor's
+                # simulated bus, the Nucleus's interpolation and ShadowManager's sync are roots too
+                "--merge", "io.backfill.Bme680Sensor=1.0.0", "--merge", "aws.greengrass.Nucleus=2.18.2", "--merge", "aws.greengrass.ShadowManager=2.3.12",
                 "--update-config", str(DEPLOYMENT), "--wait", "600")
         localgg("component", "list", "--root", str(root))
         say("corrected readings on local pub/sub, raw beside corrected (Ctrl-C to stop)" if seconds is None

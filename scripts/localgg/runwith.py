@@ -149,15 +149,22 @@ def decide(euid: int, mode: str | None, posix_user: str | None, core_user: str,
                            f"(RequiresPrivilege) as {core_user}")
 
 
+IDENTIFY = "import sys; print(sys.base_prefix, sys.version)"
+
+
 def probe(account: Account, root: str, python: str | None) -> str | None:
-    """Why `account` cannot reach `root` or run `python`, or None."""
-    checks = [(["test", "-x", root], f"{account.user} cannot reach {root}")]
+    """Why `account` cannot reach `root` or run `python` as the core does, or None.
+
+    The Python must be the same one for both users: a copy of an interpreter whose standard
+    library it cannot read (a venv made with --copies from a Python under /root) may still
+    start, on another installation's library, and then build venvs it cannot run."""
+    if run_as(account, ["test", "-x", root]).returncode != 0:
+        return f"{account.user} cannot reach {root}"
     if python:
-        checks.append(([python, "-c", ""],
-                       f"{account.user} cannot run {python} (the python3 first on the core's PATH)"))
-    for command, reason in checks:
-        if run_as(account, command).returncode != 0:
-            return reason
+        ours = subprocess.run([python, "-c", IDENTIFY], capture_output=True, timeout=30)
+        theirs = run_as(account, [python, "-c", IDENTIFY])
+        if theirs.returncode != 0 or theirs.stdout != ours.stdout:
+            return f"{account.user} cannot run {python} (the python3 first on the core's PATH) as the core does"
     return None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from . import scenarios, simchip
+from . import cpu, scenarios, simchip
 from .sampler import InitFailed, NoNewData, Values
 
 HEATER_C = 320          # gas heater target, °C (Pimoroni's example)
@@ -57,7 +57,7 @@ class SimulatedOpener:
         address = int(self.settings.get("i2c_address", 0x76))
         if self.bus is None:
             try:
-                source, fault = scenarios.build(self.settings, self.wall_ms)
+                source, fault = scenarios.build(self.settings, self.wall_ms, cpu.source(self.settings))
             except ValueError as error:
                 raise InitFailed(str(error)) from None
             self.bus = simchip.SimBus(source, address=address, fault=fault,
@@ -85,7 +85,8 @@ class I2cOpener:
 
 
 BUS_KEYS = ("bus", "i2c_bus", "i2c_address", "scenario", "csv_path", "io_errors_after",
-            "sim_temperature", "sim_humidity", "sim_pressure", "sim_gas")
+            "sim_temperature", "sim_humidity", "sim_pressure", "sim_gas", "sim_cpu_coupling", "cpu_source",
+            "cpu_path")
 
 
 def opener(settings: dict, wall_ms: Callable[[], int]) -> Callable[[], Bme680Device]:

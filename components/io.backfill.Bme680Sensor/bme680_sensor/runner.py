@@ -29,6 +29,7 @@ from backfill_common.settings import Settings
 
 from . import cpu, device
 from .sampler import Sampler
+from .simclock import OffsetClock
 from .unacked import Unacked
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class Runner:
 
     def __init__(self, ipc, clock, run: Optional[str] = None,
                  opener: Callable = device.opener, cpu_source: Callable = cpu.source) -> None:
-        self.ipc, self.clock = ipc, clock
+        self.ipc = ipc
+        self.clock = OffsetClock(clock)     # simulation only: sim_clock_offset_s (0: the clock as given)
         self.run_id = run or secrets.token_hex(4)
         self.device = getattr(ipc, "thing_name", "") or "unknown-device"
         self.make_opener, self.make_cpu = opener, cpu_source
@@ -74,6 +76,7 @@ class Runner:
         for error in change.errors:
             log.warning("setting refused: %s", error)
         eff = change.effective
+        self._set_clock_offset(eff["sim_clock_offset_s"])
         self.sampler = Sampler(self.clock, self.make_opener(eff, self.clock.wall_ms), self.make_cpu(eff),
                                device=self.device, run=self.run_id, interval_s=eff["interval_s"])
         self.unacked = Unacked(self.run_id, eff["max_unacked"], round(eff["resend_after_s"] * 1000))
@@ -182,6 +185,8 @@ class Runner:
         log.info("settings changed (%s): now %s", ", ".join(sorted(change.changed)),
                  {key: eff[key] for key in sorted(change.changed)})
         self.sampler.set_interval(eff["interval_s"])
+        if "sim_clock_offset_s" in change.changed:
+            self._set_clock_offset(eff["sim_clock_offset_s"])
         if change.changed & set(device.BUS_KEYS):
             self.sampler.reopen(self.make_opener(eff, self.clock.wall_ms))
         if change.changed & {"cpu_source", "cpu_path"}:
@@ -190,6 +195,12 @@ class Runner:
         self.unacked.resend_after_ms = round(eff["resend_after_s"] * 1000)
         self._subscribe_acks(eff["ack_topic"])
         self._report_pending = True
+
+    def _set_clock_offset(self, seconds: float) -> None:
+        if round(float(seconds) * 1000) != self.clock.offset_ms:
+            log.warning("SIMULATION: the sensor's wall clock is now %s s off the system clock%s", seconds,
+                        " (it says unsynchronised)" if seconds else "")
+        self.clock.set_offset_s(seconds)
 
     def _subscribe_acks(self, topic: str) -> None:
         if topic not in self._subscribed:

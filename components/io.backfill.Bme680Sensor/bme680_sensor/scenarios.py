@@ -10,6 +10,8 @@ Sources (callables returning simchip.Targets, asked once per measurement):
   twice-daily atmospheric tide (+-1 hPa), gas +-20 %.
 - CsvReplay: the rows of a CSV file with the header temperature,humidity,pressure,gas, one
   row per measurement, from the top again after the last.
+With sim_cpu_coupling k > 0, the chip sits next to a warm CPU (Heated): it measures
+air + k * (cpu - air), which is what the CPU-heat correction undoes (k = 1 / (1 + factor)).
 The fault scenarios (chip_absent, io_errors, wrong_chip_id, no_new_data, heater_unstable)
 measure the steady values and set the chip's fault of the same name.
 Raises ValueError for a CSV that cannot be used (the message says why).
@@ -18,6 +20,7 @@ Raises ValueError for a CSV that cannot be used (the message says why).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 from typing import Callable, Optional
@@ -86,8 +89,31 @@ def load_csv(path: str) -> list[Targets]:
     return rows
 
 
-def build(settings: dict, wall_ms: Callable[[], int]) -> tuple[Callable[[], Targets], Optional[str]]:
-    """(source, fault) for the settings' `scenario` (see the module's docstring)."""
+class Heated:
+    """A source whose temperature the CPU warms: air + k * (cpu - air) (cpu None: no heat)."""
+
+    def __init__(self, source: Callable[[], Targets], cpu: Callable[[], Optional[float]], k: float) -> None:
+        self.source, self.cpu, self.k = source, cpu, k
+
+    def __call__(self) -> Targets:
+        air, cpu = self.source(), self.cpu()
+        if cpu is None:
+            return air
+        return dataclasses.replace(air, temperature=air.temperature + self.k * (cpu - air.temperature))
+
+
+def build(settings: dict, wall_ms: Callable[[], int],
+          cpu: Optional[Callable[[], Optional[float]]] = None) -> tuple[Callable[[], Targets], Optional[str]]:
+    """(source, fault) for the settings' `scenario` (see the module's docstring); `cpu` is the
+    CPU temperature that warms the chip when sim_cpu_coupling > 0."""
+    source, fault = _unheated(settings, wall_ms)
+    k = float(settings.get("sim_cpu_coupling", 0.0))
+    if k > 0 and cpu is not None:
+        source = Heated(source, cpu, k)
+    return source, fault
+
+
+def _unheated(settings: dict, wall_ms: Callable[[], int]) -> tuple[Callable[[], Targets], Optional[str]]:
     scenario = settings.get("scenario", "steady")
     base = Targets(float(settings.get("sim_temperature", 23.5)), float(settings.get("sim_humidity", 45.0)),
                    float(settings.get("sim_pressure", 1013.25)), float(settings.get("sim_gas", 50_000.0)))

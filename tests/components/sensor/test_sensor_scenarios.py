@@ -95,3 +95,16 @@ def test_simulated_cpu_tracks_the_load():
 def test_simulated_cpu_source_from_settings():
     read = cpu.source({"cpu_source": "simulated"})
     assert isinstance(read(), float)
+
+
+def test_a_chip_warmed_by_the_cpu_reads_what_the_correction_undoes():
+    from bme680_sensor import scenarios
+    settings = {"scenario": "steady", "sim_temperature": 20.0, "sim_cpu_coupling": 1 / (1 + 2.25)}
+    source, fault = scenarios.build(settings, lambda: 0, cpu=lambda: 52.5)
+    measured = source().temperature
+    assert fault is None and measured == pytest.approx(30.0)
+    assert measured - (52.5 - measured) / 2.25 == pytest.approx(20.0)      # Pimoroni's formula recovers the air
+    unheated, _ = scenarios.build({**settings, "sim_cpu_coupling": 0.0}, lambda: 0, cpu=lambda: 52.5)
+    assert unheated().temperature == 20.0
+    no_cpu, _ = scenarios.build(settings, lambda: 0, cpu=lambda: None)
+    assert no_cpu().temperature == 20.0

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from backfill_common.clock import FakeClock
+from store_and_forward import packer
 from store_and_forward.ledger import OFFLINE, ONLINE
 from store_and_forward.store import Store, StoreConfig
 
@@ -67,7 +68,7 @@ def test_a_probe_first_then_the_backlog_and_everything_arrives_once(db):
     h.feed(corrected(i) for i in range(3000))
     h.step(600)
     first = h.deliveries[0]
-    assert len(first["rows"]) == 1 and first["rows"][0][1] == 2999          # the newest, alone
+    assert [r["seq"] for r in packer.decode(first)] == [2999]                  # the newest, alone
     h.step(100, n=50)
     assert seqs(h) == list(range(3000))
     assert h.store.count == 0 and h.fwd.ledger.link == ONLINE
@@ -133,10 +134,10 @@ def test_an_outage_probes_sparingly_then_goes_live_first(db):
     h.feed([corrected(121)])
     h.step(500, n=20)
     assert seqs(h) == list(range(122)) and h.store.count == 0
-    first_121 = next(i for i, d in enumerate(h.deliveries) if any(row[1] == 121 for row in d["rows"]))
+    first_121 = next(i for i, d in enumerate(h.deliveries) if any(r["seq"] == 121 for r in packer.decode(d)))
     backlog = next(i for i, d in enumerate(h.deliveries) if len(d["rows"]) > 10)
     assert first_121 < backlog                      # the newest first ...
-    rows = [row[1] for row in h.deliveries[backlog]["rows"]]
+    rows = [r["seq"] for r in packer.decode(h.deliveries[backlog])]
     assert rows == sorted(rows) and rows[0] < 10    # ... then the backlog, oldest first
 
 

@@ -3,7 +3,6 @@ core connected to mosquitto (IoT Core stand-in): readings reach the cloud in bat
 confirmed by their echo and deleted; a link outage loses nothing and the newest reading
 leads the back-fill."""
 
-import json
 import threading
 
 from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage
@@ -11,6 +10,7 @@ from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage
 from backfill_common.clock import SystemClock
 from backfill_common.ipc import Ipc
 from conftest import CloudListener, wait_for
+from store_and_forward import packer
 from store_and_forward.runner import Runner
 
 from store_harness import corrected
@@ -43,7 +43,7 @@ class RecordingIpc(Ipc):
 
 
 def readings_in(payloads):
-    return {row[1]: row for p in payloads for row in json.loads(p)["rows"]}
+    return {r["seq"]: r for p in payloads for r in packer.decode(p)}
 
 
 def test_batches_reach_iot_core_survive_an_outage_and_are_deleted(iot, cloud_dir, tmp_path):
@@ -84,7 +84,7 @@ def test_batches_reach_iot_core_survive_an_outage_and_are_deleted(iot, cloud_dir
         iot.call(lambda: iot.kernel.iotcore.link.up())
         wait_for(lambda: set(range(400)) <= set(readings_in(listener.payloads())), 30, message="all 400 in the cloud")
         wait_for(lambda: runner.forwarder.store.count == 0, 15, message="the backlog confirmed and deleted")
-        after = [{row[1] for row in json.loads(p)["rows"]} for p in listener.payloads()[before:]]
+        after = [{r["seq"] for r in packer.decode(p)} for p in listener.payloads()[before:]]
         backlog = min(set(range(200, 400)) - published)   # the oldest reading never sent before
         newest = next(i for i, seqs in enumerate(after) if 399 in seqs)
         assert newest <= next(i for i, seqs in enumerate(after) if backlog in seqs)   # the newest first

@@ -8,6 +8,7 @@ import threading
 from backfill_common.clock import SystemClock
 from backfill_common.settings import Settings
 from conftest import wait_for
+from store_and_forward import packer
 from store_and_forward.runner import Runner
 from store_and_forward.store import Store, StoreConfig
 
@@ -84,8 +85,8 @@ def test_readings_flow_to_iot_core_and_are_deleted_when_echoed(tmp_path):
         wait_for(lambda: ipc.reports and ipc.reports[-1]["state"]["reported"]["store"]["backlog"]["count"] == 0
                  and ipc.reports[-1]["state"]["reported"]["store"]["counters"]["confirmed"] == 20,
                  message="a report of an empty backlog")
-        rows = [row for _, p in ipc.published for row in json.loads(p)["rows"]]
-        assert sorted({row[1] for row in rows}) == list(range(20))
+        rows = [r for _, p in ipc.published for r in packer.decode(p)]
+        assert sorted({r["seq"] for r in rows}) == list(range(20))
     finally:
         stop.set()
         thread.join(10)
