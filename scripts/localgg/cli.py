@@ -138,11 +138,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _control(root: Path, request: dict) -> dict:
+def _control(path: Path, request: dict, absent: str) -> dict:
+    """One request on a control socket, the core's or the cloud's: a JSON object with its "cmd",
+    one line each way; a reply with an "error" raises it."""
     import socket
-    path = root / "control.sock"
     if not path.exists():
-        raise CliError(f"the localgg core under {root} is not running")
+        raise CliError(absent)
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(60)
         sock.connect(str(path))
@@ -159,8 +160,12 @@ def _control(root: Path, request: dict) -> dict:
     return reply
 
 
+def _core(root: Path, request: dict) -> dict:
+    return _control(root / "control.sock", request, f"the localgg core under {root} is not running")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    print(json.dumps(_control(_root(args), {"cmd": "status"}), indent=2))
+    print(json.dumps(_core(_root(args), {"cmd": "status"}), indent=2))
     return 0
 
 
@@ -170,12 +175,12 @@ def cmd_fault_link(args: argparse.Namespace) -> int:
         request.update(down=args.down, up=args.up)
     if args.action == "limit":
         request.update(bandwidth=args.bandwidth, latency=None if args.latency is None else args.latency / 1000)
-    print(json.dumps(_control(_root(args), request)["link"]))
+    print(json.dumps(_core(_root(args), request)["link"]))
     return 0
 
 
 def cmd_fault_component(args: argparse.Namespace) -> int:
-    reply = _control(_root(args), {"cmd": "kill", "component": args.name})
+    reply = _core(_root(args), {"cmd": "kill", "component": args.name})
     print(f"SIGKILL sent to {reply['killed']} process groups of {args.name}")
     return 0
 
@@ -190,7 +195,7 @@ def cmd_fault_core(args: argparse.Namespace) -> int:
         raise CliError(f"the localgg core under {root} is not running")
     old_pid = int(pid_file.read_text())
     if not args.kill:
-        _control(root, {"cmd": "restart"})
+        _core(root, {"cmd": "restart"})
         _wait(lambda: not pid_file.exists() or not _responds(root), 60, "the core to stop")
     else:
         start = json.loads((root / "config" / "start.json").read_text())
@@ -208,7 +213,7 @@ def cmd_fault_core(args: argparse.Namespace) -> int:
 
 def _responds(root: Path) -> bool:
     try:
-        _control(root, {"cmd": "status"})
+        _core(root, {"cmd": "status"})
         return True
     except (CliError, OSError, ValueError):
         return False
@@ -227,17 +232,9 @@ def _cloud_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_fault_broker(args: argparse.Namespace) -> int:
-    import socket
-    path = _cloud_dir(args) / "control.sock"
-    if not path.exists():
-        raise CliError(f"no cloud is running in {path.parent}")
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(60)
-        sock.connect(str(path))
-        sock.sendall(json.dumps({"broker": args.action, "kill": args.kill}).encode() + b"\n")
-        reply = json.loads(sock.makefile().readline() or "{}")
-    if "error" in reply:
-        raise CliError(reply["error"])
+    cloud = _cloud_dir(args)
+    reply = _control(cloud / "control.sock", {"cmd": "broker", "action": args.action, "kill": args.kill},
+                     f"no cloud is running in {cloud}")
     print(json.dumps(reply["broker"]))
     return 0
 

@@ -15,18 +15,25 @@ import asyncio
 import json
 import logging
 import os
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .kernel import Kernel
+from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger("localgg.control")
 
 
+class Core(Protocol):
+    """What the control socket acts on (the kernel is one)."""
+
+    def status(self) -> dict: ...
+    def kill_component(self, name: str) -> int | None: ...
+    def request_exit(self, restart: bool = False) -> None: ...
+
+
 class ControlServer:
-    def __init__(self, kernel: "Kernel") -> None:
-        self.kernel = kernel
-        self.path = kernel.path("control.sock")
+    def __init__(self, path: Path, core: Core, iotcore) -> None:
+        self.path = path
+        self.core = core
+        self.iotcore = iotcore      # iotcore.bridge.IoTCoreBridge: its link takes the faults
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -51,12 +58,11 @@ class ControlServer:
         writer.close()
 
     async def execute(self, request: dict) -> dict:
-        kernel = self.kernel
         cmd = request.get("cmd")
         if cmd == "status":
-            return kernel.status()
+            return self.core.status()
         if cmd == "link":
-            link = kernel.iotcore.link
+            link = self.iotcore.link
             if link is None:
                 return {"error": "this core has no IoT Core connection (start it with --cloud DIR)"}
             action = request.get("action")
@@ -76,13 +82,13 @@ class ControlServer:
             return {"link": link.status()}
         if cmd == "kill":
             name = request.get("component")
-            killed = kernel.kill_component(name)
+            killed = self.core.kill_component(name)
             if killed is None:
                 return {"error": f"no component {name!r}"}
             log.warning("fault: SIGKILL %s (%d process groups)", name, killed)
             return {"killed": killed}
         if cmd == "restart":
             log.warning("fault: core restart requested")
-            kernel.request_exit(restart=True)
+            self.core.request_exit(restart=True)
             return {"restarting": True, "pid": os.getpid()}
         return {"error": f"unknown command {cmd!r}"}

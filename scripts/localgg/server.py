@@ -121,7 +121,8 @@ class Stream:
         else:
             self._on_close.append(callback)
 
-    def _responded(self) -> None:
+    def responded(self) -> None:
+        """The operation's response went out: the events held until then follow it."""
         held, self._held = self._held or [], None
         for body in held:
             self.send(body)
@@ -305,7 +306,7 @@ class _Connection(asyncio.Protocol):
             return
         self.write(response)
         if streaming:
-            stream._responded()
+            stream.responded()
 
     def _finish_with_error(self, op: Operation, stream_id: int, stream: Stream | None,
                            exc: Exception) -> None:

@@ -9,7 +9,8 @@ Usage::
     cloud.stop()
 
 `localgg cloud start --dir DIR` runs it in the foreground; `localgg fault broker ...`
-talks to its control socket (`DIR/control.sock`, one JSON object per line).
+talks to its control socket (`DIR/control.sock`, one JSON object per line, as the core's
+control.py: `{"cmd": "broker", "action": "restart" | "stop" | "start" | "status", "kill": bool}`).
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ class Cloud:
         threading.Thread(target=self._control.serve_forever, daemon=True).start()
 
     def control(self, request: dict) -> dict:
-        action = request.get("broker")
+        if request.get("cmd") != "broker":
+            return {"error": f"unknown command {request.get('cmd')!r}"}
+        action = request.get("action")
         kill = bool(request.get("kill"))
         if action == "restart":
             self.broker.restart(kill=kill)

@@ -160,7 +160,7 @@ class IoTCoreBridge:
         self.lost_at_restart = {"last": 0, "lastBytes": 0, "total": 0}
         self._conn: MqttConnection | None = None
         self._connected_once: asyncio.Event | None = None
-        self._work: asyncio.Event | None = None
+        self._work = asyncio.Event()       # something was spooled: the sender looks again
         self._lost: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._cloud_subs: dict[str, int] = {}
@@ -204,7 +204,6 @@ class IoTCoreBridge:
     async def start(self, settings: CloudSettings | None) -> None:
         self.settings = settings
         self._connected_once = asyncio.Event()
-        self._work = asyncio.Event()
         spooler = self.config()["spooler"]
         self._count_lost_at_restart()
         if str(spooler.get("storageType")) == "Disk" and self._disk_spooler_deployed():
@@ -267,7 +266,7 @@ class IoTCoreBridge:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused, TLS, timeouts, a peer that does not speak MQTT...
-                delay = self._backoff(attempt)
+                delay = self.backoff(attempt)
                 attempt += 1
                 log.info("connecting to IoT Core failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
@@ -285,7 +284,7 @@ class IoTCoreBridge:
                 await self._resubscribe(conn)
             self._connected_once.set()
             self._notify(True)
-            sender = asyncio.ensure_future(self._sender(conn))
+            sender = asyncio.ensure_future(self.send_spooled(conn))
             try:
                 await self._lost.wait()
             finally:
@@ -299,14 +298,16 @@ class IoTCoreBridge:
             self._notify(False)
             if time.monotonic() - connected_at >= self._number("minimumConnectedTimeBeforeRetryResetSeconds", 0):
                 attempt = 0
-            delay = self._backoff(attempt)
+            delay = self.backoff(attempt)
             attempt += 1
             await asyncio.sleep(delay)
 
     def _mqtt_version(self) -> str:
         return str(self._mqtt_config().get("version") or self.settings.mqtt)
 
-    def _backoff(self, attempt: int) -> float:
+    def backoff(self, attempt: int) -> float:
+        """The wait before reconnection attempt `attempt` (0 first): random, between the configured
+        minimumReconnectDelaySeconds and that doubled each attempt, capped by maximumReconnectDelaySeconds."""
         low = self._number("minimumReconnectDelaySeconds", 0.0)
         high = max(low, self._number("maximumReconnectDelaySeconds", 0.0))
         ceiling = min(high, low * (2 ** min(attempt, 20)))
@@ -359,7 +360,9 @@ class IoTCoreBridge:
         self.stats["spooled"] += 1
         self._work.set()
 
-    async def _sender(self, conn: MqttConnection) -> None:
+    async def send_spooled(self, conn: MqttConnection) -> None:
+        """Publish what the spool holds over `conn`, within the rate limits, until it closes or the
+        task is cancelled (as a disconnect does)."""
         in_flight: set[asyncio.Task] = set()
         try:
             while not conn.closed:
@@ -476,6 +479,11 @@ class IoTCoreBridge:
                 sub.deliver(body)
             except Exception:
                 log.exception("delivering a message on %s failed", packet.topic)
+
+    @property
+    def cloud_subscriptions(self) -> list[str]:
+        """The filters subscribed to on IoT Core for the local subscribers, sorted."""
+        return sorted(self._cloud_subs)
 
     def status(self) -> dict:
         spool = self.spool  # an empty Spool is falsy (it has a length): compare with None

@@ -27,8 +27,10 @@ class ShadowHandlers:
         self.manager = manager
 
     def operations(self) -> list[Operation]:
-        return [Operation(name, getattr(self, name)) for name in
-                ("GetThingShadow", "UpdateThingShadow", "DeleteThingShadow", "ListNamedShadowsForThing")]
+        return [Operation("GetThingShadow", self.get_thing_shadow),
+                Operation("UpdateThingShadow", self.update_thing_shadow),
+                Operation("DeleteThingShadow", self.delete_thing_shadow),
+                Operation("ListNamedShadowsForThing", self.list_named_shadows_for_thing)]
 
     def _call(self, fn, *args) -> object:
         try:
@@ -36,25 +38,25 @@ class ShadowHandlers:
         except ShadowRequestError as exc:
             raise _translate(exc) from exc
 
-    def GetThingShadow(self, call: Call) -> dict:  # noqa: N802 - the operation's name
+    def get_thing_shadow(self, call: Call) -> dict:
         r = call.request
         payload = self._call(self.manager.get, call.caller, string_field(r, "thingName"), string_field(r, "shadowName"))
         return {"payload": base64.b64encode(payload).decode()}
 
-    def UpdateThingShadow(self, call: Call) -> dict:  # noqa: N802
+    def update_thing_shadow(self, call: Call) -> dict:
         r = call.request
         raw = blob(r["payload"], "payload") if r.get("payload") is not None else None
         payload = self._call(self.manager.update, call.caller, string_field(r, "thingName"),
                              string_field(r, "shadowName"), raw)
         return {"payload": base64.b64encode(payload).decode()}
 
-    def DeleteThingShadow(self, call: Call) -> dict:  # noqa: N802
+    def delete_thing_shadow(self, call: Call) -> dict:
         r = call.request
         payload = self._call(self.manager.delete, call.caller, string_field(r, "thingName"),
                              string_field(r, "shadowName"))
         return {"payload": base64.b64encode(payload).decode()}
 
-    def ListNamedShadowsForThing(self, call: Call) -> dict:  # noqa: N802
+    def list_named_shadows_for_thing(self, call: Call) -> dict:
         r = call.request
         body = self._call(self.manager.list_named, call.caller, string_field(r, "thingName"), r.get("pageSize"),
                           string_field(r, "nextToken"))

@@ -96,6 +96,14 @@ class ShadowError(Exception):
         self.client_token = client_token
 
 
+class ShadowRequestError(Exception):
+    """For the IPC layer: the error shape and message to raise."""
+
+    def __init__(self, shape: str, message: str, resource_type: str | None = None) -> None:
+        super().__init__(message)
+        self.shape, self.message, self.resource_type = shape, message, resource_type
+
+
 @dataclass(frozen=True)
 class Shadow:
     state: dict      # {"desired": {...}?, "reported": {...}?}

@@ -185,7 +185,7 @@ def test_covered_subscription_answers_while_offline_and_stream_close_unsubscribe
                                              on_stream_event=lambda e: None)  # covered by cmd/#: no SUBSCRIBE
     iot.call(lambda: iot.kernel.iotcore.link.up())
     wait_for(lambda: online(iot), 10)
-    cloud_topics = lambda: iot.call(lambda: sorted(iot.kernel.iotcore._cloud_subs))  # noqa: E731
+    cloud_topics = lambda: iot.call(lambda: iot.kernel.iotcore.cloud_subscriptions)  # noqa: E731
     wide.close().result(5)
     assert cloud_topics() == ["cmd/#"]  # still needed: it covers cmd/x
     narrow.close().result(5)

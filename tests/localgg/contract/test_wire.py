@@ -212,7 +212,7 @@ def test_events_for_a_connection_that_broke_are_dropped_not_raised():
                                  payload=b"{}"))
     stream = Stream(conn, 1, "SubscriptionResponseMessage")
     conn.rpc.respond(1, "aws.greengrass#SubscribeToTopicResponse", {}, terminate=False)
-    stream._responded()
+    stream.responded()
     conn.rpc.close()  # a protocol violation closed it; connection_lost has not run yet
     stream.send({"jsonMessage": {"message": {}}})  # must not raise
 

@@ -43,12 +43,11 @@ class FakeConnection:
 def test_a_disconnect_while_the_rate_limiter_waits_loses_nothing(tmp_path: Path):
     async def scenario():
         bridge = IoTCoreBridge(tmp_path, "thing", lambda: {}, lambda: False)
-        bridge._work = asyncio.Event()
         bridge.spool = Spool(MemoryStore())
         for i in range(150):
             bridge.spool.add(SpoolMessage("dt/x", str(i).encode(), 1))
         first = FakeConnection()
-        sender = asyncio.ensure_future(bridge._sender(first))
+        sender = asyncio.ensure_future(bridge.send_spooled(first))
         deadline = asyncio.get_running_loop().time() + 10
         while not bridge.throttled:  # past the banked permits: the sender waits between messages
             assert asyncio.get_running_loop().time() < deadline, "the sender never waited for the rate limit"
@@ -56,7 +55,7 @@ def test_a_disconnect_while_the_rate_limiter_waits_loses_nothing(tmp_path: Path)
         sender.cancel()  # what a disconnect does, while it waits
         await asyncio.gather(sender, return_exceptions=True)
         second = FakeConnection()
-        sender = asyncio.ensure_future(bridge._sender(second))
+        sender = asyncio.ensure_future(bridge.send_spooled(second))
         deadline = asyncio.get_running_loop().time() + 10
         while len(bridge.spool) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)

@@ -51,7 +51,7 @@ def test_rate_limiter_banks_one_second_of_permits():
 
 def test_backoff_stays_within_the_configured_bounds(iot):
     bridge = iot.kernel.iotcore
-    delays = iot.call(lambda: [bridge._backoff(attempt) for attempt in range(12)])
+    delays = iot.call(lambda: [bridge.backoff(attempt) for attempt in range(12)])
     assert all(0.1 <= d <= 0.5 for d in delays)  # FAST_MQTT: 0.1 s .. 0.5 s
 
 
