@@ -92,7 +92,7 @@ def cmd_test(args: list[str]) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     ensure_venv()
-    return subprocess.run([str(PYTHON), "-m", "localgg.bench", *args], cwd=ROOT, env=venv_env()).returncode
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "bench"), *args], cwd=ROOT).returncode
 
 
 def cmd_run(args: list[str]) -> int:
@@ -207,8 +207,10 @@ def _cloud_readings(db: Path) -> tuple[int, int]:
     for payload in payloads:
         try:
             batch = json.loads(payload)
-            run, seq = batch["fields"].index("run"), batch["fields"].index("seq")
-            keys.update((row[run], row[seq]) for row in batch["rows"])
+            common = batch.get("common") or {}
+            for row in batch["rows"]:
+                reading = {**common, **dict(zip(batch["fields"], row))}
+                keys.add((reading["run"], reading["seq"]))
         except (ValueError, KeyError, TypeError, IndexError):
             continue
     return len(keys), len(payloads)

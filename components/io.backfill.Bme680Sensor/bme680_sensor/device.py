@@ -40,7 +40,7 @@ class Bme680Device:
         data = self.chip.data
         gas_ok = data.heat_stable and bool(data.status & GAS_VALID)
         return Values(temperature=data.temperature, humidity=data.humidity, pressure=data.pressure,
-                      gas_resistance=round(data.gas_resistance, 1) if gas_ok else None,
+                      gas_resistance=float(round(data.gas_resistance)) if gas_ok else None,
                       heat_stable=bool(data.heat_stable))
 
     def close(self) -> None:

@@ -17,8 +17,8 @@ it smaller, which the packer decides per batch):
                 "correction": "cpu_factor"},
      "t_base": 1764338400000,
      "mono_offset": 1764338399850,
-     "rows": [[0, 0, 0, 21.37, 24.91, 45.123, 1013.25, 50123, 48.312],
-              [1, 1000, 3, 21.38, 24.93, 45.119, 1013.26, 50087, 48.799], ...]}
+     "rows": [[0, 0, 0, 21.37, 24.91, 45.123, 1013.25, 50123.4, 48.312],
+              [1, 1000, 3, 21.38, 24.93, 45.119, 1013.26, 50087.9, 48.799], ...]}
 
 Decoding, in any language (Python shown):
 
@@ -48,9 +48,10 @@ pipeline stored them; their resolution is the producer's (the BME680 through Pim
 driver: 0.01 °C, 0.001 %RH, 0.01 hPa; gas resistance 0.1 ohm as the sensor rounds it today).
 
 A day at 1 Hz of readings whose every value changes (the simulator's daily curve with
-noise, mono read ~0-20 ms apart from t): ~57 bytes per reading on the wire, 25-unit
-batches of ~2,200 readings: ~11.3 billed units per 1,000 readings, ~22.5 with the echo
-(confirm: echo) and ~11.7 with an IoT rule's acknowledgement (confirm: rule).
+noise; mono read 150-170 ms before t; scripts/storebench/readings.py): 59.2 bytes per
+reading on the wire (82.9 in the first form of v1, with run and mono in every row), 25-unit
+batches of ~2,160 readings: 11.6 billed units per 1,000 readings, 23.2 with the echo
+(confirm: echo) and 12.0 with an IoT rule's acknowledgement (confirm: rule).
 
 The batch id is derived from its content (first run, lowest and highest seq of that run,
 and a hash of every (run, seq, t)): a batch sent again keeps its id; a re-timed reading
@@ -88,6 +89,8 @@ _OFFSET_KEY = len(',"mono_offset":')
 _T_BASE_KEY = len(',"t_base":')
 _T_NAME, _MONO_NAME, _LAG_NAME = len('"t"'), len('"mono"'), len('"mono_lag"')
 _MISSING = object()
+_EXACT = float(2 ** 53)
+REPLAN_EVERY = 32             # rows between two choices of the layout (and always near capacity)
 _HASH_HEX = 8
 
 
@@ -131,7 +134,7 @@ def _cell_len(value: Any) -> int:
         return _NULL
     if cls is bool:
         return 4 if value else 5
-    return len(_dumps(value).encode())
+    return len(_dumps(value))              # ASCII: json escapes the rest
 
 
 def _is_int(value: Any) -> bool:
@@ -206,6 +209,8 @@ class BatchBuilder:
         self._fixed = len(_dumps({"v": VERSION, "device": device, "batch": "", "fields": [], "rows": []}))
         self._names: set = set()           # every field seen (t and mono included)
         self._const: dict[str, _Const] = {}
+        self._const_names = 0              # JSON bytes of their names
+        self._const_cells = 0              # JSON bytes of one cell of each
         self._varying: list[str] = []      # seq and the fields that changed (or were missing) in some row
         self._varying_names = 0            # JSON bytes of their names
         self._varying_cells = 0            # JSON bytes of their cells over every row (null where missing)
@@ -218,6 +223,7 @@ class BatchBuilder:
         self._t_rel_cells = 0              # JSON bytes of t - t_base
         self._mono = _MonoStats()
         self._layout = _Layout(0)
+        self._since_plan = 0               # rows added since the layout was last chosen
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -233,7 +239,9 @@ class BatchBuilder:
         device = reading.get("device", self.device)
         if device != self.device:
             raise ValueError(f"reading of device {device!r} in a batch of {self.device!r}")
-        row = {k: (compact(v) if v.__class__ is float else v) for k, v in reading.items() if k != "device"}
+        row = {k: (int(v) if v.__class__ is float and v.is_integer() and -_EXACT < v < _EXACT else v)
+               for k, v in reading.items()}
+        row.pop("device", None)
         if "run" not in row or "seq" not in row or "t" not in row:
             raise ValueError(f"a reading needs {IDENTITY}")
         n = len(self._rows)                # rows before this one
@@ -250,11 +258,11 @@ class BatchBuilder:
             if name == "t" or name == MONO:
                 continue
             if n == 0 and name not in ALWAYS_COLUMNS:
-                self._const[name] = _Const(name, row[name])
+                self._add_const(name, _Const(name, row[name]))
             else:
                 self._vary(name, _NULL * n)
         for name in broken:
-            const = self._const.pop(name)
+            const = self._pop_const(name)
             self._vary(name, const.cell * n)
         cells = _dumps([row.get(name) for name in self._varying])
         varying_cells = self._varying_cells + (len(cells) - 1 - len(self._varying) if self._varying else 0)
@@ -263,7 +271,9 @@ class BatchBuilder:
         t_base = t if n == 0 else self._t_base
         t_cells = self._t_cells + _cell_len(t)
         t_rel_cells = self._t_rel_cells + len(repr(t - t_base)) if t_ok else 0
-        mono = self._mono.added(row, n, t)
+        mono = self._mono
+        mono_saved = mono.saved()
+        mono.add(row, n, t)
         run, seq = row["run"], row["seq"]
         if n == 0:
             first_run, run_len, seq_range = run, len(_dumps(str(run)[:16])) - 2, (seq, seq)
@@ -271,22 +281,45 @@ class BatchBuilder:
             first_run, run_len, seq_range = self._first_run, self._run_len, self._seq_range
             if run == first_run:
                 seq_range = (min(seq_range[0], seq), max(seq_range[1], seq))
-        layout = self._plan(n + 1, varying_cells, t_ok, t_base, t_cells, t_rel_cells, mono, run_len, seq_range)
+        layout = None
+        old = self._layout
+        if new or broken or n < 2 or self._since_plan >= REPLAN_EVERY or t_ok != self._t_ok or \
+                (mono.seen, mono.const, mono.ok, mono.lagging) != _MonoStats.flags(mono_saved):
+            pass                               # the layout may change: plan it again (below)
+        else:                                  # same layout: this row's cells and separators
+            delta = varying_cells - self._varying_cells + len(self._varying) + 2
+            delta += (t_rel_cells - self._t_rel_cells if old.t_base else t_cells - self._t_cells) + 1
+            if not old.common:
+                delta += self._const_cells + len(self._const)
+            if mono.seen:
+                if old.offset:
+                    delta += (mono.lag_cells - mono_saved[7] + 1) if mono.lagging else 0
+                elif MONO not in old.common:
+                    delta += mono.cells - mono_saved[1] + 1
+            size = old.size + delta + self._id_len(run_len, seq_range) - self._id_len(self._run_len, self._seq_range)
+            if size + 2 * delta <= self.capacity:
+                layout = _Layout(size, old.common, old.offset, old.t_base)
+        if layout is None:
+            layout = self._plan(n + 1, varying_cells, t_ok, t_base, t_cells, t_rel_cells, mono, run_len, seq_range)
+            self._since_plan = 0
+        else:
+            self._since_plan += 1
         if layout.size > self.capacity:
             for name in broken:                # put things back as they were
-                self._unvary(name, self._const_of(name, n))
+                self._unvary(name, _Const(name, self._rows[0][name]))   # it held in every row before
             for name in new:
                 self._names.discard(name)
-                self._const.pop(name, None)
+                if name in self._const:
+                    self._pop_const(name)
                 if name in self._varying:
                     self._unvary(name, None)
+            mono.restore(mono_saved)
             if not self._rows:
                 raise TooLarge(f"a reading of {layout.size} bytes does not fit in a batch of {self.capacity}")
             self.full = True
             return False
         self._varying_cells = varying_cells
         self._t_ok, self._t_base, self._t_cells, self._t_rel_cells = t_ok, t_base, t_cells, t_rel_cells
-        self._mono = mono
         self._first_run, self._run_len, self._seq_range = first_run, run_len, seq_range
         self._layout = layout
         self._rows.append(row)
@@ -299,6 +332,10 @@ class BatchBuilder:
             raise ValueError("an empty batch")
         keys = tuple((row["run"], row["seq"], row["t"]) for row in self._rows)
         ident = batch_id(keys, self.device)
+        best = self._plan(len(self._rows), self._varying_cells, self._t_ok, self._t_base, self._t_cells,
+                          self._t_rel_cells, self._mono, self._run_len, self._seq_range)
+        if best.size < self._layout.size:
+            self._layout = best
         payload = self._encode(ident, self._layout)
         assert len(payload) <= self.size <= self.capacity, "batch size bound broken"
         return Batch(ident, self.device, payload, keys, tuple(self._tags))
@@ -315,17 +352,24 @@ class BatchBuilder:
         n = len(self._rows)
         self._varying_cells -= (const.cell if const is not None else _NULL) * n
         if const is not None:
-            self._const[name] = const
+            self._add_const(name, const)
 
-    def _const_of(self, name: str, n: int) -> _Const:
-        """The constant a field was in the rows already added (they all hold the same value)."""
-        return _Const(name, self._rows[0][name])
+    def _add_const(self, name: str, const: _Const) -> None:
+        self._const[name] = const
+        self._const_names += const.name_len
+        self._const_cells += const.cell
+
+    def _pop_const(self, name: str) -> _Const:
+        const = self._const.pop(name)
+        self._const_names -= const.name_len
+        self._const_cells -= const.cell
+        return const
 
     def _plan(self, n: int, varying_cells: int, t_ok: bool, t_base: int, t_cells: int, t_rel_cells: int,
               mono: "_MonoStats", run_len: int, seq_range: tuple) -> _Layout:
         """The smallest layout for `n` rows with these totals, and its exact payload size."""
         # every column costs its name in fields, its cells, and one separator per row
-        size = self._fixed + run_len + len(str(seq_range[0])) + len(str(seq_range[1])) + 3 + _HASH_HEX
+        size = self._fixed + self._id_len(run_len, seq_range)
         size += self._varying_names + varying_cells + len(self._varying) * n
         count = len(self._varying) + 1                       # + t
         use_t_base = False
@@ -336,11 +380,10 @@ class BatchBuilder:
                 use_t_base = True
             else:
                 size += t_cells
-        as_columns = as_entries = 0
-        for const in self._const.values():
-            as_columns += const.name_len + n * const.cell + n
-            as_entries += const.name_len + 1 + const.cell
-        hoistable = len(self._const) if n > 1 else 0
+        k = len(self._const)
+        as_columns = self._const_names + n * self._const_cells + n * k
+        as_entries = self._const_names + k + self._const_cells
+        hoistable = k if n > 1 else 0
         mono_column = mono_entry = offset = None
         if mono.seen:
             mono_column = _MONO_NAME + mono.cells + n
@@ -379,6 +422,10 @@ class BatchBuilder:
         if hoist and mono.seen and not use_offset and mono_entry is not None:
             common_names += (MONO,)
         return _Layout(total, common_names, use_offset, use_t_base)
+
+    @staticmethod
+    def _id_len(run_len: int, seq_range: tuple) -> int:
+        return run_len + len(str(seq_range[0])) + len(str(seq_range[1])) + 3 + _HASH_HEX
 
     def _encode(self, ident: str, layout: _Layout) -> bytes:
         common = set(layout.common)
@@ -425,35 +472,43 @@ class _MonoStats:
         self.lag_cells = 0         # JSON bytes of t - mono - offset
         self.lagging = False       # some lag is not 0
 
-    def added(self, row: dict, n: int, t: Any) -> "_MonoStats":
-        """These totals with one more row (a new object; self is unchanged)."""
-        out = _MonoStats.__new__(_MonoStats)
-        for slot in _MonoStats.__slots__:
-            setattr(out, slot, getattr(self, slot))
+    def saved(self) -> tuple:
+        return (self.seen, self.cells, self.const, self.first, self.first_len, self.ok, self.offset, self.lag_cells,
+                self.lagging)
+
+    @staticmethod
+    def flags(saved: tuple) -> tuple:
+        return saved[0], saved[2], saved[5], saved[8]
+
+    def restore(self, saved: tuple) -> None:
+        (self.seen, self.cells, self.const, self.first, self.first_len, self.ok, self.offset, self.lag_cells,
+         self.lagging) = saved
+
+    def add(self, row: dict, n: int, t: Any) -> None:
+        """Count one more row (n rows before it)."""
         mono = row.get(MONO, _MISSING)
         if mono is _MISSING:
-            if out.seen:
-                out.cells += _NULL
-            out.const = out.ok = False
-            return out
-        if not out.seen:
-            out.seen = True
-            out.cells += _NULL * n             # the rows before had no mono: null there
-            out.const = n == 0
-            out.first, out.first_len = mono, _cell_len(mono)
-        elif out.const and (mono.__class__ is not out.first.__class__ or mono != out.first):
-            out.const = False
-        out.cells += _cell_len(mono)
-        if out.ok:
+            if self.seen:
+                self.cells += _NULL
+            self.const = self.ok = False
+            return
+        if not self.seen:
+            self.seen = True
+            self.cells += _NULL * n             # the rows before had no mono: null there
+            self.const = n == 0
+            self.first, self.first_len = mono, _cell_len(mono)
+        elif self.const and (mono.__class__ is not self.first.__class__ or mono != self.first):
+            self.const = False
+        self.cells += _cell_len(mono)
+        if self.ok:
             if not (_is_int(t) and _is_int(mono)) or LAG in row:
-                out.ok = False
+                self.ok = False
             else:
                 if n == 0:
-                    out.offset = t - mono
-                lag = t - mono - out.offset
-                out.lag_cells += len(repr(lag))
-                out.lagging = out.lagging or lag != 0
-        return out
+                    self.offset = t - mono
+                lag = t - mono - self.offset
+                self.lag_cells += len(repr(lag))
+                self.lagging = self.lagging or lag != 0
 
 
 def pack(device: str, readings: Iterable[dict], capacity_bytes: int = MAX_PAYLOAD) -> list[Batch]:

@@ -236,6 +236,42 @@ def test_packing_never_exceeds_and_never_loses_or_duplicates(readings, cap):
         assert contracts.check("batch-v1", json.loads(b.payload)) == []
 
 
+@st.composite
+def store_like_lists(draw):
+    """Rows as a store gives them: the same fields in every row, most of them constant or
+    slowly changing, t rising with jitter, mono a slot on the monotonic clock."""
+    names = draw(st.lists(st.sampled_from(["status", "temperature", "humidity", "gas_resistance", "note",
+                                           "clock_synced", "t_orig"]), unique=True, max_size=5))
+    n = draw(st.integers(1, 400))
+    run, t0, lag = draw(runs), draw(st.integers(0, 2**45)), draw(st.sampled_from([0, 0, 3, 200]))
+    out, previous = [], {}
+    for i in range(n):
+        if draw(st.integers(0, 60)) == 0:
+            run = draw(runs)
+        doc = {"run": run, "seq": i, "t": t0 + i * 1000 + draw(st.integers(0, lag)), "mono": i * 1000}
+        for name in names:
+            doc[name] = previous[name] if name in previous and draw(st.integers(0, 3)) else draw(values)
+        previous = doc
+        out.append(dict(doc))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(store_like_lists(), st.integers(1500, 131072))
+def test_store_like_rows_pack_exactly_and_come_back(readings, cap):
+    batches = packer.pack("pi-garage-01", readings, cap)
+    assert [tag for b in batches for tag in b.tags] == list(range(len(readings)))
+    decoded = [r for b in batches for r in packer.decode(b.payload)]
+    for original, back in zip(readings, decoded):
+        assert back.pop("device") == "pi-garage-01"
+        assert back == original
+    builder = packer.BatchBuilder("pi-garage-01", cap)
+    for index, reading in enumerate(readings):
+        if not builder.add(reading, tag=index):
+            break
+        assert len(builder.build().payload) == builder.size <= cap
+
+
 @settings(max_examples=40, deadline=None)
 @given(reading_lists(), st.integers(1500, 131072))
 def test_the_builder_knows_the_exact_size_of_what_it_builds(readings, cap):
