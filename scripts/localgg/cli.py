@@ -81,9 +81,12 @@ def _date(created_on: str) -> str:
 
 
 def _json_arg(text: str) -> dict:
-    source = Path(text)
-    if source.is_file():
-        text = source.read_text()
+    try:
+        is_file = Path(text).is_file()
+    except OSError:  # a JSON string longer than a file name may be (ENAMETOOLONG) is no file
+        is_file = False
+    if is_file:
+        text = Path(text).read_text()
     try:
         value = json.loads(text)
     except ValueError as exc:
