@@ -2,15 +2,18 @@
 adapter and the system clock, until SIGTERM (Greengrass's stop)."""
 
 import sys
+from pathlib import Path
 
 from backfill_common.clock import SystemClock
 from backfill_common.service import serve
 
+from .journal import Journal
 from .runner import Runner
 
 
 def main() -> int:
-    return serve(lambda ipc: Runner(ipc, SystemClock()))
+    # Greengrass runs the component in its work folder: the held readings survive there
+    return serve(lambda ipc: Runner(ipc, SystemClock(), journal=Journal(Path.cwd() / "unacked.jsonl")))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from backfill_common.settings import Settings
 from . import cpu, device
 from .sampler import Sampler
 from .simclock import OffsetClock
+from .journal import Journal
 from .unacked import Unacked
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class Runner:
     CPU temperature source from the effective settings (device.opener, cpu.source)."""
 
     def __init__(self, ipc, clock, run: Optional[str] = None,
-                 opener: Callable = device.opener, cpu_source: Callable = cpu.source) -> None:
+                 opener: Callable = device.opener, cpu_source: Callable = cpu.source,
+                 journal: Optional[Journal] = None) -> None:
         self.ipc = ipc
         self.clock = OffsetClock(clock)     # simulation only: sim_clock_offset_s (0: the clock as given)
         self.run_id = run or secrets.token_hex(4)
@@ -59,6 +61,8 @@ class Runner:
         self.problems = Problems(log)
         self.sampler: Optional[Sampler] = None
         self.unacked: Optional[Unacked] = None
+        self.journal = journal                 # held readings on disk (None: memory only)
+        self.earlier: dict[str, Unacked] = {}  # what earlier processes held, by run
         self.published = 0
         self._subscribed: set[str] = set()
         self._report_pending = False
@@ -81,6 +85,7 @@ class Runner:
                                device=self.device, run=self.run_id, interval_s=eff["interval_s"])
         self.unacked = Unacked(self.run_id, eff["max_unacked"], round(eff["resend_after_s"] * 1000))
         self._subscribe_acks(eff["ack_topic"])
+        self._recover(eff)
         self._report_pending = True
         self._report()
         log.info("run %s of %s: %s bus%s, every %s s, on %s", self.run_id, self.device, eff["bus"],
@@ -90,6 +95,8 @@ class Runner:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.step(block=True)
+        if self.journal is not None:
+            self.journal.close()
         log.info("stopping: %d published, %d held unacknowledged, %d given up, problems %s",
                  self.published, len(self.unacked), self.unacked.given_up, dict(self.problems.counts))
 
@@ -124,13 +131,36 @@ class Runner:
             self.problems.add("reading out of contract",
                               f"reading {reading['seq']} breaks reading-raw ({'; '.join(errors)}): published as out_of_range")
             reading = dict(reading, status="out_of_range", **{key: None for key in VALUE_KEYS})
+        if self.journal is not None:
+            self.journal.append(reading)
         self.unacked.add(reading, self.clock.mono_ms())
         self._publish(reading)
 
-    def _publish(self, reading: dict) -> None:
+    def _recover(self, eff: dict) -> None:
+        """Publish again what an earlier process held unacknowledged (its run and seq kept)."""
+        if self.journal is None:
+            return
+        now = self.clock.mono_ms()
+        for reading in self.journal.load():
+            holder = self.earlier.setdefault(reading["run"], Unacked(reading["run"], eff["max_unacked"],
+                                                                     round(eff["resend_after_s"] * 1000)))
+            if not len(holder) or reading["seq"] > holder.held()[-1]["seq"]:
+                holder.add(reading, now)
+        self.journal.rewrite(self._held_readings())
+        for holder in self.earlier.values():
+            log.info("publishing again the %d readings run %s held unacknowledged when it stopped",
+                     len(holder), holder.run)
+            for reading in holder.held():
+                self._publish(reading, holder)
+
+    def _held_readings(self) -> list[dict]:
+        held = [r for holder in self.earlier.values() for r in holder.held()]
+        return held + (self.unacked.held() if self.unacked is not None else [])
+
+    def _publish(self, reading: dict, holder: Optional[Unacked] = None) -> None:
         topic = self.settings.effective["raw_topic"]
         try:
-            self.ipc.publish_json(topic, self.unacked.stamp(reading))
+            self.ipc.publish_json(topic, (holder or self.unacked).stamp(reading))
         except Exception as error:      # held: published again when the ack stalls
             self.problems.add(f"publish {type(error).__name__}", f"could not publish on {topic}: {error}")
             return
@@ -143,11 +173,23 @@ class Runner:
             return
         if payload["device"] != self.device:
             return
-        if self.unacked.ack(payload["run"], int(payload["seq"]), self.clock.mono_ms()) and self._stalled:
+        earlier = self.earlier.get(payload["run"])
+        if earlier is not None:
+            earlier.ack(payload["run"], int(payload["seq"]), self.clock.mono_ms())
+            if not len(earlier):
+                del self.earlier[payload["run"]]
+        elif self.unacked.ack(payload["run"], int(payload["seq"]), self.clock.mono_ms()) and self._stalled:
             self._stalled = False
             log.info("acknowledgements advance again (up to seq %d)", self.unacked.acked)
+        if self.journal is not None:
+            held = len(self.unacked) + sum(len(h) for h in self.earlier.values())
+            if self.journal.lines > 2 * held + 200:
+                self.journal.rewrite(self._held_readings())
 
     def _resend_if_due(self) -> None:
+        for holder in list(self.earlier.values()):
+            for reading in holder.due_for_resend(self.clock.mono_ms()):
+                self._publish(reading, holder)
         due = self.unacked.due_for_resend(self.clock.mono_ms())
         if not due:
             return

@@ -42,6 +42,10 @@ class Unacked:
     def __len__(self) -> int:
         return len(self._held)
 
+    def held(self) -> list[dict]:
+        """What is held, oldest first."""
+        return list(self._held)
+
     @property
     def held_from(self) -> Optional[int]:
         return self._held[0]["seq"] if self._held else None

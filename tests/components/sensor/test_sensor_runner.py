@@ -158,3 +158,28 @@ def test_a_fault_is_logged_once_and_readings_keep_flowing(setup, caplog):
     run_for(runner, clock, 1_000)
     assert ipc.raw()[-1]["status"] == "ok"
     assert ipc.reports[-1]["state"]["reported"]["sampling"]["scenario"] == "steady"
+
+
+def test_what_a_killed_process_held_is_published_again_by_the_next_one(tmp_path):
+    from bme680_sensor.journal import Journal
+    ipc, clock = MemoryIpc(dict(CONFIG, resend_after_s=5.0)), FakeClock()
+    first = Runner(ipc, clock, run="0badcafe", journal=Journal(tmp_path / "unacked.jsonl"))
+    first.start()
+    run_for(first, clock, 5_000)                              # seq 0..4 published
+    ipc.deliver(ACKS, {"device": "gw-1", "run": "0badcafe", "seq": 2})
+    settle(first)
+    # the process dies here (SIGKILL: nothing closed); a new one starts in the same folder
+    (tmp_path / "unacked.jsonl").open("a").write('{"run": "0badcafe", "se')    # a torn last line
+    ipc2 = MemoryIpc(dict(CONFIG, resend_after_s=5.0))
+    second = Runner(ipc2, clock, run="5ca1ab1e", journal=Journal(tmp_path / "unacked.jsonl"))
+    second.start()
+    last = max(r["seq"] for r in ipc.raw())
+    again = [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"]
+    assert set(range(3, last + 1)) <= set(again) and again == sorted(again)    # the unacknowledged ones, in order
+    assert all(contracts.check("reading-raw", r) == [] for r in ipc2.raw())
+    # once the earlier run is acknowledged it is not sent again; the new run goes on
+    ipc2.deliver(ACKS, {"device": "gw-1", "run": "0badcafe", "seq": last})
+    run_for(second, clock, 12_000)
+    assert [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"] == again
+    assert [r["seq"] for r in ipc2.raw() if r["run"] == "5ca1ab1e"][:3] == [0, 1, 2]
+    assert second.earlier == {}

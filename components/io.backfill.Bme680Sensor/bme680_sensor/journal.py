@@ -1,0 +1,59 @@
+"""The held readings on disk, so that a core restart or a SIGKILL loses none of them.
+
+    journal = Journal(Path("unacked.jsonl"))      # in the component's work folder
+    earlier = journal.load()                      # what an earlier process held: publish it again
+    journal.append(reading)                       # before publishing a new reading
+    journal.rewrite(still_held)                   # compaction, as acknowledgements arrive
+
+One JSON line per reading, flushed (not fsynced: the process may die, the kernel keeps
+the page cache; a power cut may lose the last lines, as the store's NORMAL sync may).
+A torn last line is skipped. Readings keep their run and seq: the store dedupes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.lines = 0
+        self._file = None
+
+    def load(self) -> list[dict]:
+        readings = []
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        for line in text.splitlines():
+            try:
+                reading = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(reading, dict) and isinstance(reading.get("run"), str) and "seq" in reading:
+                readings.append(reading)
+        return readings
+
+    def append(self, reading: dict) -> None:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(json.dumps(reading, separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.lines += 1
+
+    def rewrite(self, readings: list[dict]) -> None:
+        self.close()
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            for reading in readings:
+                out.write(json.dumps(reading, separators=(",", ":")) + "\n")
+        os.replace(tmp, self.path)
+        self.lines = len(readings)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
