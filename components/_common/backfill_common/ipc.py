@@ -151,6 +151,16 @@ class Ipc:
         self.client.close()
 
 
+def read_shadow(ipc, name: str) -> Optional[dict]:
+    """`ipc.get_shadow(name)`, or None (logged) when it fails: a component then starts on its
+    deployment configuration alone and follows the shadow's documents from there."""
+    try:
+        return ipc.get_shadow(name)
+    except Exception as error:
+        log.warning("could not read the %s shadow (%s); using the configuration only", name, error)
+        return None
+
+
 def _guard(callback: Callable, *args) -> None:
     """A callback's exception is logged, never allowed to close the stream or kill the thread."""
     try:

@@ -23,7 +23,7 @@ import threading
 from typing import Callable, Optional
 
 from backfill_common import contracts
-from backfill_common.ipc import Inbox, Message
+from backfill_common.ipc import Inbox, Message, read_shadow
 from backfill_common.problems import Problems
 from backfill_common.settings import Settings
 
@@ -76,7 +76,8 @@ class Runner:
         the sampler, subscribe to acknowledgements and report what is in effect."""
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
         self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        change = self.settings.apply(config=self.ipc.get_configuration(), desired=desired_section(self._read_shadow()))
+        change = self.settings.apply(config=self.ipc.get_configuration(),
+                                     desired=desired_section(read_shadow(self.ipc, SHADOW)))
         for error in change.errors:
             log.warning("setting refused: %s", error)
         eff = change.effective
@@ -248,13 +249,6 @@ class Runner:
         if topic not in self._subscribed:
             self.ipc.subscribe(topic, self.inbox.put_for("ack:" + topic))
             self._subscribed.add(topic)
-
-    def _read_shadow(self) -> Optional[dict]:
-        try:
-            return self.ipc.get_shadow(SHADOW)
-        except Exception as error:
-            log.warning("could not read the %s shadow (%s); using the configuration only", SHADOW, error)
-            return None
 
     def _report(self) -> None:
         if not self._report_pending:

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from backfill_common.ipc import Inbox, Message
+from backfill_common.ipc import Inbox, Message, read_shadow
 from backfill_common.settings import Settings
 
 from .forwarder import Forwarder, expand
@@ -71,7 +71,8 @@ class Runner:
     def start(self) -> None:
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
         self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        change = self.settings.apply(config=self._configuration(), desired=desired_section(self._read_shadow()))
+        change = self.settings.apply(config=self._configuration(),
+                                     desired=desired_section(read_shadow(self.ipc, SHADOW)))
         for error in change.errors:
             log.warning("setting refused: %s", error)
         s = change.effective
@@ -86,13 +87,6 @@ class Runner:
         except Exception as error:
             log.warning("could not read the configuration (%s); using the defaults", error)
             return {}
-
-    def _read_shadow(self) -> Optional[dict]:
-        try:
-            return self.ipc.get_shadow(SHADOW)
-        except Exception as error:
-            log.warning("could not read the %s shadow (%s); using the configuration only", SHADOW, error)
-            return None
 
     def _subscribe(self) -> None:
         fwd = self.forwarder
