@@ -27,6 +27,7 @@ import enum
 import json
 from dataclasses import dataclass
 
+from . import limits
 from .eventstream import MAX_MESSAGE_SIZE, Header, LocalProtocolError, Message, frame_size
 
 PROTOCOL_VERSION = "0.1.0"
@@ -195,7 +196,7 @@ class ServerConnection:
             problem = f"unsupported :version {version!r}, expected {PROTOCOL_VERSION!r}"
         token = None
         try:
-            body = json.loads(message.payload or b"null")
+            body = limits.loads(message.payload or b"null")
             if isinstance(body, dict) and isinstance(body.get("authToken"), str):
                 token = body["authToken"]
         except ValueError:

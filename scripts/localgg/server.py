@@ -250,15 +250,13 @@ class _Connection(asyncio.Protocol):
             self._unsupported(event)
             return
         try:
-            request = json.loads(event.payload)
+            request = limits.loads(event.payload)  # measured first: json.loads never recurses deeply
             if not isinstance(request, dict):
                 raise ValueError("request is not a JSON object")
-            if limits.too_deep(request):
-                raise ValueError(f"request nested deeper than {limits.MAX_DEPTH} levels (localgg's limit)")
-        except (ValueError, RecursionError) as exc:
+        except ValueError as exc:
             # The nucleus cannot deserialize it: a plain-text, unmodelled error (the
             # Python client sees StreamClosedError). The connection and its other streams stay.
-            reason = str(exc) if not isinstance(exc, RecursionError) else "request nested too deeply"
+            reason = str(exc)
             log.warning("%s sent %s a request that cannot be deserialized: %s", self.component,
                         op.name, limits.clip(reason, 200))
             self.write(self.rpc.error_unmodelled(event.stream_id, "text/plain", b"InternalServerError"))

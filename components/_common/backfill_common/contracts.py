@@ -17,6 +17,8 @@ from pathlib import Path
 import jsonschema
 from referencing import Registry, Resource
 
+from . import strictjson
+
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 # name -> (schema file, JSON pointer inside it)
@@ -76,6 +78,9 @@ def schema_of(name: str) -> dict:
 def check(name: str, doc: object) -> list[str]:
     """Why `doc` breaks contract `name` (at most MAX_ERRORS reasons); [] when it is valid."""
     errors = []
+    where = strictjson.non_finite(doc)
+    if where is not None:       # jsonschema's minimum and maximum never refuse NaN
+        errors.append(f"{where}: not a finite number (JSON has no NaN or Infinity)")
     for error in validator(name).iter_errors(doc):
         where = "/".join(str(p) for p in error.absolute_path) or "(document)"
         errors.append(f"{where}: {_short(error.message)}")

@@ -23,6 +23,8 @@ import queue
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
+from . import strictjson
+
 log = logging.getLogger(__name__)
 
 Payload = Union[dict, bytes]
@@ -83,7 +85,11 @@ class Ipc:
 
     # -- local pub/sub -------------------------------------------------------------------
     def publish_json(self, topic: str, doc: dict) -> None:
+        """ValueError (nothing sent) for a NaN or Infinity: the SDK would write it as is."""
         from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage
+        where = strictjson.non_finite(doc)
+        if where is not None:
+            raise ValueError(f"{topic}: {where} is not a finite number; not published")
         self.client.publish_to_topic(topic=topic, publish_message=PublishMessage(json_message=JsonMessage(message=doc)))
 
     def publish_binary(self, topic: str, payload: bytes) -> None:
@@ -128,17 +134,17 @@ class Ipc:
             response = self.client.get_thing_shadow(thing_name=self.thing_name, shadow_name=name)
         except ResourceNotFoundError:
             return None
-        return json.loads(response.payload)
+        return strictjson.loads(response.payload)
 
     def update_shadow(self, name: str, document: dict) -> dict:
         response = self.client.update_thing_shadow(thing_name=self.thing_name, shadow_name=name,
-                                                   payload=json.dumps(document, separators=(",", ":")).encode())
-        return json.loads(response.payload)
+                                                   payload=strictjson.dumps(document).encode())
+        return strictjson.loads(response.payload)
 
     def on_shadow_document(self, name: str, callback: Callable[[dict], None]) -> None:
         """`callback(current)` with the whole current document after every accepted update."""
         def on_message(topic: str, payload: Payload) -> None:
-            doc = json.loads(payload) if isinstance(payload, bytes) else payload
+            doc = strictjson.loads(payload) if isinstance(payload, bytes) else payload
             callback(doc.get("current") or {})
         self.subscribe(shadow_topic(self.thing_name, name, "update/documents"), on_message)
 

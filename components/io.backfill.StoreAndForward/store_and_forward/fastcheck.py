@@ -15,6 +15,7 @@ only ever be stricter, never looser.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable, Optional
 
@@ -34,11 +35,16 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite_number(value: object) -> bool:
+    """JSON's numbers: NaN and Infinity are not (jsonschema still says a NaN is a number)."""
+    return _is_number(value) and (not isinstance(value, float) or math.isfinite(value))
+
+
 TYPES: dict[str, Check] = {
     "null": lambda v: v is None,
     "boolean": lambda v: isinstance(v, bool),
     "string": lambda v: isinstance(v, str),
-    "number": _is_number,
+    "number": _is_finite_number,
     "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
     or (isinstance(v, float) and v.is_integer()),
     "object": lambda v: isinstance(v, dict),

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Iterator, Optional, Protocol
 
-from backfill_common import contracts
+from backfill_common import contracts, strictjson
 from backfill_common.problems import Problems
 
 from . import packer
 from .fastcheck import compile_contract
 from .ledger import ONLINE, InFlight, Ledger, RatePlan
+from .planner import Planner, Prepared
 from .store import DeadLetter, DiskFull, Store
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def identity_of(doc: object) -> Optional[tuple]:
 
 def _dumped(payload: object) -> bytes:
     try:
-        return json.dumps(payload, separators=(",", ":")).encode()
+        return json.dumps(payload, separators=(",", ":")).encode()   # NaN shown as it came, in a dead letter
     except (TypeError, ValueError):
         return repr(payload).encode(errors="replace")
 
@@ -83,19 +83,9 @@ def _parsed(raw: bytes) -> object:
     if len(raw) > 1_048_576:
         return None
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return strictjson.loads(raw)
+    except ValueError:
         return None
-
-
-@dataclass
-class Prepared:
-    batch: packer.Batch
-    kind: str                  # "batch" or "probe"
-    generation: int            # rows deleted or re-timed since: pack again
-    keep: bool = False         # a probe whose reading stays for a normal send
-    drained: bool = False      # it took every unsent reading there was
-    commits: int = 0           # commits so far when it was packed
 
 
 class Forwarder:
@@ -107,12 +97,7 @@ class Forwarder:
         self._pending: list[dict] = []
         self._dead: list[DeadLetter] = []
         self._pending_since: Optional[int] = None
-        self._waiting_since: Optional[int] = None      # oldest committed reading not sent yet
-        self._cursor = 0                                # rows below: sent, in flight or gone
-        self._live_upto = 0                             # highest row id sent so far
-        self._prepared: Optional[Prepared] = None       # packed, waiting for the rate plan
-        self._generation = 0
-        self._commits = 0
+        self.plan: Optional[Planner] = None             # what to send next, and when
         self._retry_at = 0
         self._subscribed: set[str] = set()
         self._latest: Optional[dict] = None
@@ -130,16 +115,14 @@ class Forwarder:
         self._checkpoint_at = now
         self.ledger: Optional[Ledger] = None
         self._more = False
-        self._row_bytes = 100
         self.settings: dict = {}
         self.configure(settings)
-        if store.count:
-            self._waiting_since = now - self.settings["max_latency_ms"]
 
     # -- settings -----------------------------------------------------------------------------
     def configure(self, settings: dict) -> None:
         """Apply (new) effective settings live."""
         s = dict(settings)
+        switched = bool(self.settings) and self.settings["confirm"] != s["confirm"]
         self.settings = s
         self.topic = expand(s["iot_topic"], self.thing)
         self.rule_topic = expand(s["rule_ack_topic"], self.thing)
@@ -163,9 +146,14 @@ class Forwarder:
         config.retime_threshold_ms = self.store.retimer.threshold_ms = s["retime_threshold_ms"]
         if s["synchronous"] != config.synchronous:
             self.store.set_synchronous(s["synchronous"])
-        if self._prepared is not None:
-            self._discard(self._prepared)
-            self._prepared = None
+        if self.plan is None:
+            self.plan = Planner(s["max_latency_ms"], self.commit_wait_ms, stored=self.store.count > 0,
+                                now=self.clock.mono_ms())
+        else:
+            self.plan.timing(s["max_latency_ms"], self.commit_wait_ms)
+        if switched:        # batches in flight wait for a confirmation that will not come now
+            self.ledger.forget(lambda entry: True)
+            self._rewind()
 
     def confirm_topic(self) -> Optional[str]:
         """The IoT Core topic to subscribe to for confirmations (None: confirm spooled)."""
@@ -187,8 +175,8 @@ class Forwarder:
                 self._dead_letter(topic, payload, f"too large: {len(payload)} bytes > {limit}", _parsed(payload), now)
                 return
             try:
-                doc = json.loads(payload)
-            except (ValueError, UnicodeDecodeError) as error:
+                doc = strictjson.loads(payload)
+            except ValueError as error:
                 self._dead_letter(topic, payload, f"not JSON: {error}", None, now)
                 return
         if self._fast is None or not self._fast(doc):
@@ -250,19 +238,17 @@ class Forwarder:
             except Exception as error:          # the sensor resends; its duplicate re-acks
                 self.problems.add(f"ack {type(error).__name__}", f"could not publish an acknowledgement: {error}")
         if result.inserted:
-            self._commits += 1
-            if self._waiting_since is None:
-                self._waiting_since = arrived
+            self.plan.committed(arrived)
         if result.retimed_runs:
-            gone = self.ledger.forget(lambda e: bool(e.runs & result.retimed_runs))
-            self._rewind(gone)
-            self._generation += 1
+            self.ledger.forget(lambda e: bool(e.runs & result.retimed_runs))
+            self._rewind()
+            self.plan.changed()
         if result.evicted or result.rejected:
             if not self.evicting:
                 log.warning("storage bound reached: %d readings evicted, %d refused (counted)",
                             result.evicted, result.rejected)
             self.evicting = True
-            self._generation += 1
+            self.plan.changed()
         else:
             self.evicting = False
         return True
@@ -292,11 +278,11 @@ class Forwarder:
         entry = self.ledger.confirm(batch_id, now)
         if was != ONLINE:
             self._hold_anchor = now
-            self._rewind([])
+            self._rewind()
         try:
             if entry is not None:
                 if entry.keep:
-                    self._rewind([entry])
+                    self._rewind()
                 else:                           # rows in flight: never in a packed batch
                     self.store.delete(entry.tags)
             elif echo is not None and echo.get("device") is not None:
@@ -306,7 +292,7 @@ class Forwarder:
                 ids = self.store.match(echo["device"], keys)
                 if ids:
                     self.store.delete(ids)
-                    self._generation += 1
+                    self.plan.changed()
         except DiskFull as error:               # stays stored: sent again later, deduped in the cloud
             self.problems.add("storage", f"could not delete confirmed readings: {error}")
         except (ValueError, KeyError, TypeError) as error:
@@ -345,88 +331,44 @@ class Forwarder:
             kind = "batch" if mode == "spooled" else self.ledger.wants(now)
             if kind is None:
                 return
-            prepared = self._prepared
-            self._prepared = None
-            if prepared is not None and (prepared.kind != kind or prepared.generation != self._generation):
-                self._discard(prepared)
-                prepared = None
+            prepared = self.plan.take(kind)
             if prepared is None:
                 prepared = self._prepare(kind, now)
             if prepared is None:
                 return
             nbytes = len(prepared.batch.payload) + len(self.topic)
             if self.rate.wait_ms(now, nbytes):
-                self._prepared = prepared
+                self.plan.keep(prepared)
                 return
             if not self._send(prepared, now):
                 return
         self._more = True
 
-    def _discard(self, prepared: "Prepared") -> None:
-        """A batch packed but not sent: its rows are unsent again."""
-        self._cursor = min(self._cursor, min(prepared.batch.tags))
-
-    def _prepare(self, kind: str, now: int) -> Optional["Prepared"]:
-        """The next batch to send, or None."""
+    def _prepare(self, kind: str, now: int) -> Optional[Prepared]:
+        """The next batch to send (the planner's choice), or None."""
         in_flight = self.ledger.row_ids()
         if kind == "probe":
             return self._probe(in_flight, now)
         holding = self._hold_active(now)
-        if not self._due(now, len(in_flight)):
+        if not self.plan.worth_packing(now, self.store.count - len(in_flight), self.capacity):
             return None
-        builder: Optional[packer.BatchBuilder] = None
-        live = self.store.newest()
-        live_id = None
-        if live is not None and live.id > self._live_upto and live.id not in in_flight \
-                and not (holding and self._held(live)):
-            builder = packer.BatchBuilder(live.device, self.capacity)
-            builder.add(live.reading(), tag=live.id)
-            live_id = live.id
-        cursor, moving, from_id, other_device = self._cursor, True, self._cursor, False
-        while builder is None or not builder.full:
-            rows = self.store.scan(from_id, SCAN_PAGE)
-            for row in rows:
-                from_id = row.id + 1
-                if row.id in in_flight or row.id == live_id:
-                    if moving:
-                        cursor = row.id + 1
-                    continue
-                if holding and self._held(row):
-                    moving = False
-                    continue
-                if builder is not None and row.device != builder.device:
-                    moving, other_device = False, True
-                    continue
-                if builder is None:
-                    builder = packer.BatchBuilder(row.device, self.capacity)
-                if not builder.add(row.reading(), tag=row.id):
-                    break
-                if moving:
-                    cursor = row.id + 1
-            if len(rows) < SCAN_PAGE:
-                break
-        self._cursor = cursor
-        if builder is None or not len(builder):
-            self._waiting_since = None
-            return None
-        if not builder.full and not self._latency_due(now):
-            return None
-        batch = builder.build()
-        self._row_bytes = max(20, len(batch.payload) // len(batch))
-        return Prepared(batch, kind, self._generation, drained=not builder.full and not other_device,
-                        commits=self._commits)
+        return self.plan.pack(kind, self.store.newest(), self._rows_from(self.plan.cursor), self.capacity,
+                              in_flight, self._held if holding else None, now)
 
-    def _probe(self, in_flight: set, now: int) -> Optional["Prepared"]:
-        """One small message to learn whether the link is back: the newest reading not in
-        flight, alone; if every recent one is in flight, the smallest batch again."""
-        row = next((r for r in self.store.latest(SCAN_PAGE) if r.id not in in_flight), None)
-        if row is not None:
-            builder = packer.BatchBuilder(row.device, self.capacity)
-            reading = row.reading()
-            builder.add(reading, tag=row.id)
-            keep = reading.get("clock_synced") is False
-            return Prepared(builder.build(), "probe", self._generation, keep=keep, commits=self._commits,
-                            drained=not keep and self.store.count - len(in_flight) <= 1)
+    def _rows_from(self, from_id: int) -> Iterator:
+        """Stored rows from `from_id`, oldest first, a page at a time."""
+        while True:
+            rows = self.store.scan(from_id, SCAN_PAGE)
+            yield from rows
+            if len(rows) < SCAN_PAGE:
+                return
+            from_id = rows[-1].id + 1
+
+    def _probe(self, in_flight: set, now: int) -> Optional[Prepared]:
+        """The planner's probe; if every recent reading is in flight, the smallest batch again."""
+        prepared = self.plan.probe(self.store.latest(SCAN_PAGE), self.capacity, in_flight, self.store.count)
+        if prepared is not None:
+            return prepared
         entries = sorted(self.ledger.entries(), key=lambda e: len(e.payload))
         if entries and self._publish(entries[0].payload, now):
             self.ledger.probed(now)
@@ -434,16 +376,16 @@ class Forwarder:
             self.store.add_counts(resent=len(entries[0].tags), batches=1, units=entries[0].units)
         return None
 
-    def _send(self, prepared: "Prepared", now: int) -> bool:
+    def _send(self, prepared: Prepared, now: int) -> bool:
         batch = prepared.batch
         if not self._publish(batch.payload, now):
-            self._rewind([])
+            self._rewind()
             return False
         nbytes = len(batch.payload) + len(self.topic)
         self.rate.take(now, nbytes)
         units = batch.units(self.topic, self.settings["billing_unit_bytes"])
         self.store.add_counts(sent=len(batch), batches=1, units=units)
-        self._live_upto = max(self._live_upto, max(batch.tags))
+        self.plan.sent(prepared)
         if self.settings["confirm"] == "spooled":
             try:
                 self.store.delete(batch.tags)
@@ -453,12 +395,8 @@ class Forwarder:
             runs = frozenset((batch.device, run) for run, _, _ in batch.keys)
             entry = InFlight(batch.id, batch.tags, runs, batch.payload, units, now, probe=prepared.kind == "probe",
                              keep=prepared.keep)
-            forgotten = self.ledger.record(entry, now)
-            if forgotten:
-                self._rewind(forgotten)
-                return True
-        if prepared.drained and prepared.commits == self._commits:
-            self._waiting_since = None              # everything committed went out
+            if self.ledger.record(entry, now):      # probes forgotten: their rows are unsent
+                self._rewind()
         return True
 
     def _publish(self, payload: bytes, now: int) -> bool:
@@ -473,30 +411,15 @@ class Forwarder:
             return False
         return True
 
-    def _rewind(self, entries: list[InFlight]) -> None:
-        """Rows may have become unsent below the cursor: scan from the start again."""
-        del entries
-        self._cursor = 0
-        self._prepared = None
-        if self.store.count and self._waiting_since is None:
-            self._waiting_since = self.clock.mono_ms() - self.settings["max_latency_ms"]
-
-    def _due(self, now: int, in_flight_rows: int) -> bool:
-        """Worth looking for a batch: a full one may be there, or the oldest waited enough."""
-        if self._latency_due(now):
-            return True
-        unsent = self.store.count - in_flight_rows
-        return unsent * self._row_bytes >= self.capacity
-
-    def _latency_due(self, now: int) -> bool:
-        return self._waiting_since is not None and \
-            now - self._waiting_since >= self.settings["max_latency_ms"] - self.commit_wait_ms
+    def _rewind(self) -> None:
+        """Rows may have become unsent below the cursor: the planner scans from the start."""
+        self.plan.rewind(self.clock.mono_ms(), stored=self.store.count > 0)
 
     def _hold_active(self, now: int) -> bool:
         hold_ms = self.settings["unsynced_hold_s"] * 1000
         active = bool(hold_ms) and not self.clock.synced() and now - self._hold_anchor < hold_ms
         if self._holding and not active:
-            self._rewind([])
+            self._rewind()
         self._holding = active
         return active
 
@@ -509,7 +432,7 @@ class Forwarder:
             if now >= self._maintenance_at:
                 self._maintenance_at = now + MAINTENANCE_MS
                 if self.store.enforce_age():
-                    self._generation += 1
+                    self.plan.changed()
                     self.evicting = True
                 self.store.vacuum()
             if now - self._checkpoint_at >= self.settings["checkpoint_interval_s"] * 1000:
@@ -569,10 +492,10 @@ class Forwarder:
         deadline = self.ledger.next_deadline(now)
         if deadline is not None:
             times.append(deadline)
-        if self._waiting_since is not None:
-            times.append(self._waiting_since + self.settings["max_latency_ms"] - self.commit_wait_ms)
-        if self._prepared is not None:
-            times.append(now + max(1, self.rate.wait_ms(now, len(self._prepared.batch.payload) + len(self.topic))))
+        if self.plan.deadline() is not None:
+            times.append(self.plan.deadline())
+        if self.plan.prepared is not None:
+            times.append(now + max(1, self.rate.wait_ms(now, len(self.plan.prepared.batch.payload) + len(self.topic))))
         times.append(self._retry_at)
         if self._holding:
             times.append(self._hold_anchor + int(self.settings["unsynced_hold_s"] * 1000))

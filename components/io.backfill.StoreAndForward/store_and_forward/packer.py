@@ -118,7 +118,7 @@ def compact(value: Any) -> Any:
     return value
 
 
-_ENCODER = json.JSONEncoder(separators=_SEP)
+_ENCODER = json.JSONEncoder(separators=_SEP, allow_nan=False)   # strict JSON out: no NaN, no Infinity
 
 
 def _dumps(value: Any) -> str:

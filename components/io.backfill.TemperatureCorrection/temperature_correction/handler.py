@@ -25,7 +25,7 @@ import os
 from itertools import islice
 from typing import Mapping, Optional
 
-from backfill_common import contracts
+from backfill_common import contracts, strictjson
 
 from .correction import PARAMETER_KEYS, Corrector, passthrough
 
@@ -118,7 +118,7 @@ def _decode(event: object) -> object:
             raise InvalidReading("not JSON", ["the payload is not UTF-8 text"]) from None
     if isinstance(event, str):
         try:
-            return json.loads(event)
+            return strictjson.loads(event)
         except ValueError as error:
             raise InvalidReading("not JSON", [f"the payload is not JSON ({error})"]) from None
     return event

@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import limits
 from ..shadow import document as doc
 from . import mqtt
 
@@ -143,7 +144,7 @@ class ShadowService:
 
 def _client_token(payload: bytes) -> str | None:
     try:
-        body = json.loads(payload or b"{}")
+        body = limits.loads(payload or b"{}", doc.PARSE_DEPTH)
     except ValueError:
         return None
     token = body.get("clientToken") if isinstance(body, dict) else None

@@ -62,8 +62,11 @@ import json
 import re
 from dataclasses import dataclass
 
+from .. import limits
+
 LOCAL, CLOUD = "local", "cloud"
 MAX_DEPTH = 6
+PARSE_DEPTH = 200        # measured before parsing (json recurses per level); deeper is not JSON we read
 _NAME_PATTERN = "[a-zA-Z0-9:_-]+"
 _SHAPES = {400: "InvalidArgumentsError", 401: "UnauthorizedError", 404: "ResourceNotFoundError",
            409: "ConflictError", 413: "InvalidArgumentsError", 415: "InvalidArgumentsError",
@@ -191,6 +194,7 @@ def _parse(payload: bytes | None, local: bool) -> object:
     raw = bytes(payload)
     try:
         text = raw.decode(json.detect_encoding(raw) if local else "utf-8")
+        limits.check_nesting(text, PARSE_DEPTH)  # never run json's recursion to the interpreter's limit
         if not local:
             return json.loads(text, parse_constant=_no_constants)
         text = text.lstrip(" \t\r\n")
@@ -199,7 +203,7 @@ def _parse(payload: bytes | None, local: bool) -> object:
         if local:
             raise ShadowError(500, "Internal service failure", ipc_message=str(e)) from None
         raise ShadowError(415, "Unsupported documented encoding; supported encoding is UTF-8") from None
-    except (ValueError, RecursionError) as e:
+    except ValueError as e:
         if local:
             raise ShadowError(500, "Internal service failure", ipc_message=str(e)) from None
         raise ShadowError(400, "Invalid JSON") from None

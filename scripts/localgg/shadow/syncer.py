@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import limits
 from . import document as doc
 from .document import ShadowRequestError
 from .store import ShadowStore
@@ -125,7 +126,7 @@ class ShadowSync:
             return
         thing, name, op, outcome = match.group(1), match.group(2) or "", match.group(3), match.group(4)
         try:
-            body = json.loads(base64.b64decode(message["payload"]))
+            body = limits.loads(base64.b64decode(message["payload"]), doc.PARSE_DEPTH)
         except ValueError:
             return
         token = body.get("clientToken") if isinstance(body, dict) else None

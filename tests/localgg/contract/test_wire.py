@@ -235,6 +235,50 @@ def test_a_deeply_nested_request_is_refused_and_the_connection_keeps_its_subscri
     assert healthy(core)
 
 
+def recursion_headroom() -> int:
+    """How many more Python calls this thread can make before RecursionError."""
+    def down(n):
+        try:
+            return down(n + 1)
+        except RecursionError:
+            return n
+    return down(0)
+
+
+def test_a_deeply_nested_request_never_runs_the_core_to_the_recursion_limit(core):
+    """The cause of a flaky failure: the core parsed a 100,000-level request with json.loads,
+    which recursed to the interpreter's limit; a garbage collection that started down there
+    ran finalizers (of any object of any earlier test) with no stack left, and they failed
+    with RecursionError ("multiple unraisable exception warnings"). A collection every few
+    allocations, and how much stack each one had, show whether the parse went deep."""
+    import gc
+    sock, decoder = raw_session(core)
+    nested = '{"topic": "t", "publishMessage": {"jsonMessage": {"message": ' + '{"a": ' * 100_000 + "1" \
+        + "}" * 100_000 + "}}}"
+    headroom = []
+
+    def measure(phase, info):
+        if phase == "start" and len(headroom) < 500:
+            try:
+                headroom.append(recursion_headroom())
+            except RecursionError:
+                headroom.append(0)
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(measure)
+    gc.set_threshold(5)
+    try:
+        sock.sendall(encode(operation(2, "PublishToTopic", None, nested.encode())))
+        error = read_from(sock, decoder)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(measure)
+    assert error.payload == b"InternalServerError"
+    assert headroom, "no garbage collection ran: the measurement did not happen"
+    assert min(headroom) > 200, f"a collection ran with {min(headroom)} calls of stack left"
+    assert healthy(core)
+
+
 def test_a_response_over_the_frame_limit_is_an_error_not_a_dead_connection(core):
     client = core.client("com.ex.Big", {})
     ten_mb = "x" * (10 * 1024 * 1024)
