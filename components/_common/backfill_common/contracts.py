@@ -89,6 +89,41 @@ def check(name: str, doc: object) -> list[str]:
     return errors
 
 
+def known_properties(name: str) -> frozenset:
+    """Every property name contract `name` knows, through its $refs and allOf."""
+    file, _ = NAMES[name]
+    names: set = set()
+    stack = [schema_of(name)]
+    defs = load(file).get("$defs", {})
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            names.update(node.get("properties", {}))
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                stack.append(defs.get(ref.split("/")[-1]))
+            stack.extend(v for k, v in node.items() if k in ("allOf", "anyOf", "oneOf", "$defs"))
+        elif isinstance(node, list):
+            stack.extend(node)
+    return frozenset(names)
+
+
+def check_tolerant(name: str, doc: object, reserved: tuple = ()) -> tuple[list[str], list[str]]:
+    """A tolerant reader for additive changes: (errors, extra field names). A document that
+    breaks the contract only by carrying fields it does not know (not in `reserved`, and
+    finite) is valid here, and its extras are named; otherwise the contract's errors."""
+    errors = check(name, doc)
+    if not errors or not isinstance(doc, dict):
+        return errors, []
+    known = known_properties(name)
+    extras = sorted(k for k in doc if k not in known)
+    if not extras or any(k in reserved for k in extras) or strictjson.non_finite(doc) is not None:
+        return errors, []
+    if check(name, {k: v for k, v in doc.items() if k in known}):
+        return errors, []
+    return [], extras
+
+
 def require(name: str, doc: object) -> None:
     """Raise ContractError unless `doc` satisfies contract `name`."""
     errors = check(name, doc)

@@ -6,7 +6,9 @@
     journal.rewrite(still_held)                   # compaction, as acknowledgements arrive
 
 One JSON line per reading, flushed (not fsynced: the process may die, the kernel keeps
-the page cache; a power cut may lose the last lines, as the store's NORMAL sync may).
+the page cache; a power cut may lose the last lines, as the store's NORMAL sync may). A
+rewrite is fsynced before it replaces the file. The runner compacts it to what is held
+whenever it grows past max_unacked plus a slack, so it never holds much more than that.
 A torn last line is skipped. Readings keep their run and seq: the store dedupes."""
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ class Journal:
         self.close()
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as out:
-            for reading in readings:
-                out.write(json.dumps(reading, separators=(",", ":")) + "\n")
+            out.writelines(json.dumps(reading, separators=(",", ":")) + "\n" for reading in readings)
+            out.flush()
+            os.fsync(out.fileno())      # durable before it replaces the old one (a power cut)
         os.replace(tmp, self.path)
         self.lines = len(readings)
 

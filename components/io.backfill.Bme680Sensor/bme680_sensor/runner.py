@@ -40,6 +40,7 @@ SECTION = "sampling"
 CONFIG_SCHEMA = "config-sensor"
 VALUE_KEYS = ("temperature", "humidity", "pressure", "gas_resistance", "heat_stable")
 IDLE_S = 1.0
+JOURNAL_SLACK = 200             # lines beyond what is held before the journal is compacted
 
 
 class Runner:
@@ -64,6 +65,8 @@ class Runner:
         self.journal = journal                 # held readings on disk (None: memory only)
         self.earlier: dict[str, Unacked] = {}  # what earlier processes held, by run
         self.published = 0
+        self.given_up_earlier = 0              # earlier runs' readings given up, once their holder is gone
+        self._config_pending = False
         self._subscribed: set[str] = set()
         self._report_pending = False
         self._status: Optional[str] = None
@@ -76,7 +79,7 @@ class Runner:
         the sampler, subscribe to acknowledgements and report what is in effect."""
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
         self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        change = self.settings.apply(config=self.ipc.get_configuration(),
+        change = self.settings.apply(config=self._read_configuration(),
                                      desired=desired_section(read_shadow(self.ipc, SHADOW)))
         for error in change.errors:
             log.warning("setting refused: %s", error)
@@ -97,9 +100,9 @@ class Runner:
         while not stop.is_set():
             self.step(block=True)
         if self.journal is not None:
-            self.journal.close()
+            self.problems.survive("journal close", self.journal.close)
         log.info("stopping: %d published, %d held unacknowledged, %d given up, problems %s",
-                 self.published, len(self.unacked), self.unacked.given_up, dict(self.problems.counts))
+                 self.published, len(self.unacked), self.given_up, dict(self.problems.counts))
 
     def step(self, block: bool = True) -> None:
         """Wait (when `block`) for a message or the next slot, handle the message, sample if
@@ -107,16 +110,21 @@ class Runner:
         wait_s = min(max(self.sampler.due_in_ms(), 0) / 1000, IDLE_S) if block else 0
         message = self.inbox.get(timeout=wait_s)
         if message is not None:
-            self.handle(message)
+            self.problems.survive(f"handling {message.tag.split(':')[0]}", self.handle, message)
+        self.problems.survive("sampling", self._sample)
+        self.problems.survive("resending", self._resend_if_due)
+        self.problems.survive("shadow report", self._report)
+
+    def _sample(self) -> None:
         reading = self.sampler.tick()
         if reading is not None:
             self._on_reading(reading)
-        self._resend_if_due()
-        self._report()
 
     def handle(self, message: Message) -> None:
         if message.tag == "config":
-            self._apply(config=self.ipc.get_configuration())
+            config = self._read_configuration()
+            if config is not None:
+                self._apply(config=config)
         elif message.tag == "shadow":
             self._apply(desired=desired_section(message.payload))
         elif message.tag.startswith("ack:"):
@@ -132,22 +140,62 @@ class Runner:
             self.problems.add("reading out of contract",
                               f"reading {reading['seq']} breaks reading-raw ({'; '.join(errors)}): published as out_of_range")
             reading = dict(reading, status="out_of_range", **{key: None for key in VALUE_KEYS})
-        if self.journal is not None:
-            self.journal.append(reading)
         self.unacked.add(reading, self.clock.mono_ms())
+        self._trim_total()
+        if self.journal is not None:     # a full disk: held in memory, published, counted
+            self.problems.survive("journal append", self.journal.append, reading)
+            if self.journal.lines > self._journal_bound():
+                self.problems.survive("journal rewrite", self.journal.rewrite, self._held_readings())
         self._publish(reading)
+
+    def _read_configuration(self) -> Optional[dict]:
+        """GetConfiguration, or None (counted) when it fails: the last settings stay, and the
+        next configuration change or report reads it again."""
+        try:
+            config = self.ipc.get_configuration()
+        except Exception as error:
+            self.problems.add(f"configuration read {type(error).__name__}",
+                              f"could not read the configuration (keeping the settings in effect): {error}")
+            self._config_pending = True
+            return None
+        self._config_pending = False
+        return config
+
+    def _journal_bound(self) -> int:
+        """Lines the journal may reach before it is compacted to what is held."""
+        return self.unacked.max_unacked + max(JOURNAL_SLACK, self.unacked.max_unacked // 10)
+
+    def _trim_total(self) -> None:
+        """At most max_unacked readings held in all, across this run and earlier ones:
+        the oldest run gives up first (counted in its given_up)."""
+        excess = sum(len(h) for h in self.earlier.values()) + len(self.unacked) - self.unacked.max_unacked
+        for run in list(self.earlier):
+            if excess <= 0:
+                break
+            holder = self.earlier[run]
+            excess -= holder.give_up_oldest(excess)
+            if not len(holder):
+                self.given_up_earlier += holder.given_up
+                del self.earlier[run]
+
+    @property
+    def given_up(self) -> int:
+        """Readings dropped unacknowledged because the holding bound was reached."""
+        return self.unacked.given_up + self.given_up_earlier + sum(h.given_up for h in self.earlier.values())
 
     def _recover(self, eff: dict) -> None:
         """Publish again what an earlier process held unacknowledged (its run and seq kept)."""
         if self.journal is None:
             return
         now = self.clock.mono_ms()
-        for reading in self.journal.load():
+        loaded = self.journal.load()
+        for reading in loaded:
             holder = self.earlier.setdefault(reading["run"], Unacked(reading["run"], eff["max_unacked"],
                                                                      round(eff["resend_after_s"] * 1000)))
-            if not len(holder) or reading["seq"] > holder.held()[-1]["seq"]:
+            if holder.newest_seq is None or reading["seq"] > holder.newest_seq:
                 holder.add(reading, now)
-        self.journal.rewrite(self._held_readings())
+        self._trim_total()
+        self.problems.survive("journal rewrite", self.journal.rewrite, self._held_readings())
         for holder in self.earlier.values():
             log.info("publishing again the %d readings run %s held unacknowledged when it stopped",
                      len(holder), holder.run)
@@ -178,14 +226,15 @@ class Runner:
         if earlier is not None:
             earlier.ack(payload["run"], int(payload["seq"]), self.clock.mono_ms())
             if not len(earlier):
+                self.given_up_earlier += earlier.given_up
                 del self.earlier[payload["run"]]
         elif self.unacked.ack(payload["run"], int(payload["seq"]), self.clock.mono_ms()) and self._stalled:
             self._stalled = False
             log.info("acknowledgements advance again (up to seq %d)", self.unacked.acked)
         if self.journal is not None:
             held = len(self.unacked) + sum(len(h) for h in self.earlier.values())
-            if self.journal.lines > 2 * held + 200:
-                self.journal.rewrite(self._held_readings())
+            if self.journal.lines > 2 * held + JOURNAL_SLACK:
+                self.problems.survive("journal rewrite", self.journal.rewrite, self._held_readings())
 
     def _resend_if_due(self) -> None:
         for holder in list(self.earlier.values()):
@@ -251,15 +300,26 @@ class Runner:
             self._subscribed.add(topic)
 
     def _report(self) -> None:
-        if not self._report_pending:
+        if self._config_pending and self._report_pending:
+            config = self._read_configuration()
+            if config is not None:
+                self._apply(config=config)
+        now_s = self.clock.mono_ms() / 1000
+        problems = self.problems.to_report(now_s)
+        if not self._report_pending and problems is None:
             return
+        reported: dict = {SECTION: dict(self.settings.effective)} if self._report_pending else {}
+        if problems is not None:
+            reported["problems"] = {"sensor": dict(problems, given_up=self.given_up)}
         try:
-            self.ipc.update_shadow(SHADOW, {"state": {"reported": {SECTION: dict(self.settings.effective)}}})
+            self.ipc.update_shadow(SHADOW, {"state": {"reported": reported}})
         except Exception as error:
             self.problems.add(f"shadow report {type(error).__name__}",
                               f"could not report reported.{SECTION} (retrying): {error}")
             return
         self._report_pending = False
+        if problems is not None:
+            self.problems.reported(problems, now_s)
 
 
 def desired_section(document: Optional[dict]) -> dict:

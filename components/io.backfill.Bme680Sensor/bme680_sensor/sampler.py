@@ -152,8 +152,10 @@ class Sampler:
         self.retry_at_ms = self.clock.mono_ms()
 
     def sample(self) -> dict:
-        """Measure now and build the next reading."""
-        mono = self.clock.mono_ms()
+        """Measure now and build the next reading. `t` and `mono` are read at the same
+        instant, before the measurement: an I2C transfer that hangs (1 s on the Pi's
+        bcm2835 driver) between them would look like a wall-clock step to the store."""
+        mono, wall, synced = self.clock.mono_ms(), self.clock.wall_ms(), bool(self.clock.synced())
         values = self._measure(mono)
         try:
             cpu = self.cpu()
@@ -161,7 +163,7 @@ class Sampler:
             cpu = None
         reading = {
             "device": self.device, "run": self.run, "seq": self.seq,
-            "t": self.clock.wall_ms(), "mono": mono - self.start_ms, "clock_synced": bool(self.clock.synced()),
+            "t": wall, "mono": mono - self.start_ms, "clock_synced": synced,
             "status": self.status,
             "temperature": values.temperature if values else None,
             "humidity": values.humidity if values else None,

@@ -47,6 +47,19 @@ class Unacked:
         return list(self._held)
 
     @property
+    def newest_seq(self) -> Optional[int]:
+        return self._held[-1]["seq"] if self._held else None
+
+    def give_up_oldest(self, n: int) -> int:
+        """Drop up to `n` of the oldest held readings (counted in given_up); how many went."""
+        dropped = 0
+        while self._held and dropped < n:
+            self._held.popleft()
+            dropped += 1
+        self.given_up += dropped
+        return dropped
+
+    @property
     def held_from(self) -> Optional[int]:
         return self._held[0]["seq"] if self._held else None
 

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import Iterator, Optional, Protocol
 
 from backfill_common import contracts, strictjson
 from backfill_common.problems import Problems
 
-from . import packer
+from . import packer, watermark
 from .fastcheck import compile_contract
 from .ledger import ONLINE, InFlight, Ledger, RatePlan
 from .planner import Planner, Prepared
-from .store import DeadLetter, DiskFull, Store
+from .store import DeadLetter, DiskFull, Store, is_corruption
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ SHADOW_LIMIT = 7_680            # bytes of the update document (ShadowManager's 
 LATEST_KEYS = ("run", "seq", "t", "status", "temperature", "temperature_raw", "humidity", "pressure",
                "gas_resistance", "heat_stable", "cpu_temperature", "clock_synced", "correction")
 SCAN_PAGE = 500
+RESERVED = ("t_orig", "batch", "v", "fields", "rows", "common", "mono_lag", "t_base", "mono_offset")   # the store's and the batch format's names
 
 
 class Port(Protocol):
@@ -76,6 +78,10 @@ def _dumped(payload: object) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode()   # NaN shown as it came, in a dead letter
     except (TypeError, ValueError):
         return repr(payload).encode(errors="replace")
+
+
+def _raw(payload: object) -> bytes:
+    return bytes(payload) if isinstance(payload, (bytes, bytearray)) else _dumped(payload)
 
 
 def _parsed(raw: bytes) -> object:
@@ -180,9 +186,13 @@ class Forwarder:
                 self._dead_letter(topic, payload, f"not JSON: {error}", None, now)
                 return
         if self._fast is None or not self._fast(doc):
-            errors = contracts.check(CONTRACT, doc)
+            errors, extras = contracts.check_tolerant(CONTRACT, doc, reserved=RESERVED)
+            if extras:              # a newer correction added fields: stored and forwarded with them
+                self.problems.add("extra fields " + ",".join(extras)[:80],
+                                  f"readings carry fields the contract does not know ({', '.join(extras)}): "
+                                  "stored and forwarded with them")
             if errors:
-                raw = payload if isinstance(payload, (bytes, bytearray)) else _dumped(payload)
+                raw = _raw(payload)
                 reason = f"too large: {len(raw)} bytes > {limit}" if len(raw) > limit else \
                     "contract: " + "; ".join(errors)
                 self._dead_letter(topic, raw, reason, doc, now)
@@ -191,6 +201,10 @@ class Forwarder:
         for name in INT_FIELDS:
             if name in reading:
                 reading[name] = int(reading[name])
+        why = watermark.implausible(reading)
+        if why is not None:         # not counted toward the run's watermark: it may be anything
+            self._dead_letter(topic, _raw(payload), "implausible: " + why, None, now)
+            return
         self._latest = reading
         self._synced_runs[(reading["device"], reading["run"])] = bool(reading["clock_synced"])
         self._queue(reading, now)
@@ -220,6 +234,11 @@ class Forwarder:
             return True
         try:
             result = self.store.commit(self._pending, self._dead)
+        except sqlite3.DatabaseError as error:
+            if not is_corruption(error):
+                raise
+            self._corrupt(error)           # kept in memory: committed to the new database next tick
+            return False
         except DiskFull as error:
             self.store.add_counts(storage_errors=1)
             self.problems.add("storage", f"could not write the database ({error}); "
@@ -256,6 +275,24 @@ class Forwarder:
     # -- confirmation -------------------------------------------------------------------------
     def on_iot(self, topic: str, payload: bytes) -> None:
         """A message from IoT Core: our batch's echo, or the rule's {"batch": id}."""
+        try:
+            self._on_iot(topic, payload)
+        except sqlite3.DatabaseError as error:
+            if not is_corruption(error):
+                raise
+            self._corrupt(error)
+
+    def _corrupt(self, error: Exception) -> None:
+        """The database file is damaged: it is set aside (kept) and a new one takes over;
+        what was in flight is forgotten (its readings stay in the old file, counted)."""
+        path = self.store.set_aside(str(error))
+        self.problems.add("database corrupt", f"the database was damaged ({error}); set aside as {path.name}, "
+                          "going on with a new one (acknowledgements continue)")
+        self.ledger.forget(lambda entry: True)
+        self.plan = Planner(self.settings["max_latency_ms"], self.commit_wait_ms, now=self.clock.mono_ms())
+        self._state = None                 # report it at once
+
+    def _on_iot(self, topic: str, payload: bytes) -> None:
         now = self.clock.mono_ms()
         mode = self.settings["confirm"]
         if mode == "echo" and topic == self.topic:
@@ -305,8 +342,13 @@ class Forwarder:
         if self._pending_since is not None and now - self._pending_since >= self.commit_wait_ms:
             if not self.disk_full or now >= self._disk_retry_at:
                 self.commit(now)
-        self._forward(now)
-        self._upkeep(now)
+        try:
+            self._forward(now)
+            self._upkeep(now)
+        except sqlite3.DatabaseError as error:
+            if not is_corruption(error):
+                raise
+            self._corrupt(error)
         self._report(now)
         return self._next_delay(self.clock.mono_ms())
 
@@ -439,6 +481,8 @@ class Forwarder:
                 self._checkpoint_at = now
                 self.store.checkpoint()
         except Exception as error:   # a full disk must not stop the loop
+            if isinstance(error, sqlite3.DatabaseError) and is_corruption(error):
+                raise
             self.problems.add(f"upkeep {type(error).__name__}", f"store upkeep failed: {error}")
 
     def status(self) -> dict:

@@ -71,7 +71,7 @@ class Runner:
     def start(self) -> None:
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
         self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        change = self.settings.apply(config=self._configuration(),
+        change = self.settings.apply(config=self._configuration({}),
                                      desired=desired_section(read_shadow(self.ipc, SHADOW)))
         for error in change.errors:
             log.warning("setting refused: %s", error)
@@ -81,12 +81,15 @@ class Runner:
         self.forwarder = Forwarder(store, self.port, self.clock, s, self.ipc.thing_name)
         self._subscribe()
 
-    def _configuration(self) -> dict:
+    def _configuration(self, fallback: Optional[dict] = None) -> Optional[dict]:
+        """GetConfiguration; `fallback` when it fails (at start {}: the defaults; on a change
+        None: the settings in effect stay)."""
         try:
             return self.ipc.get_configuration()
         except Exception as error:
-            log.warning("could not read the configuration (%s); using the defaults", error)
-            return {}
+            log.warning("could not read the configuration (%s); %s", error,
+                        "using the defaults" if fallback is not None else "keeping the settings in effect")
+            return fallback
 
     def _subscribe(self) -> None:
         fwd = self.forwarder
@@ -139,7 +142,9 @@ class Runner:
         elif message.tag == "iot-subscribed":
             fwd.iot_subscribed(message.topic)
         elif message.tag == "config":
-            self._apply(config=self._configuration())
+            config = self._configuration()
+            if config is not None:
+                self._apply(config=config)
         elif message.tag == "shadow":
             self._apply(desired=desired_section(message.payload))
         elif message.tag == "stop":

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -39,7 +40,8 @@ from .watermark import Watermark
 log = logging.getLogger(__name__)
 
 COUNTERS = ("received", "stored", "duplicates", "sent", "resent", "confirmed", "evicted", "rejected",
-            "dead_lettered", "given_up", "retimed", "batches", "units", "publish_errors", "storage_errors")
+            "dead_lettered", "given_up", "retimed", "batches", "units", "publish_errors", "storage_errors",
+            "set_aside", "set_aside_readings")
 PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (a clock not set yet)
 BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -120,6 +122,15 @@ def is_storage_error(error: BaseException) -> bool:
     return any(s in text for s in ("disk is full", "disk i/o", "unable to open", "readonly", "locked"))
 
 
+def is_corruption(error: BaseException) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB: the file is damaged, not full and not our SQL."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    text = str(error).lower()
+    return "malformed" in text or "not a database" in text
+
+
 def body_of(reading: dict) -> str:
     return json.dumps({k: v for k, v in reading.items() if k not in BODY_SKIP}, separators=(",", ":"))
 
@@ -134,9 +145,59 @@ class Store:
         self.retimer = Retimer(config.retime_threshold_ms)
         self._marks: dict[tuple, Watermark] = {}
         self._given_up: dict[tuple, int] = {}
-        self._open()
+        self.set_aside_files: list[Path] = []
+        problem = None
+        try:
+            self._open()
+            problem = self._integrity()
+        except sqlite3.DatabaseError as error:
+            if not is_corruption(error):
+                raise
+            problem = str(error)
+        if problem is not None:
+            self.set_aside(problem)
 
     # -- opening -------------------------------------------------------------------------
+    def _integrity(self) -> Optional[str]:
+        """None if PRAGMA quick_check finds the file sound, else what it found."""
+        found = [row[0] for row in self.db.execute("PRAGMA quick_check(5)").fetchall()]
+        return None if found == ["ok"] else "; ".join(found)
+
+    def set_aside(self, reason: str) -> Path:
+        """The file is damaged: move it (and its WAL) aside with a timestamp, never delete it,
+        and go on in a new database. What this store knew in memory (watermarks, counters)
+        carries over, so acknowledgements go on; the readings in the old file stay there,
+        counted in set_aside_readings."""
+        path = Path(self.config.path)
+        try:
+            self.db.close()
+        except (AttributeError, sqlite3.Error):
+            pass
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock.wall_ms() / 1000))
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(target) + suffix))
+        counters, marks, given_up, lost = dict(self.counters), dict(self._marks), dict(self._given_up), self.count
+        log.error("the database %s is damaged (%s): moved aside to %s (kept, not deleted) with %d readings "
+                  "it held; going on with a new database", path, reason, target.name, lost)
+        self._open()
+        self.counters = counters
+        self.counters["set_aside"] += 1
+        self.counters["set_aside_readings"] += lost
+        self._marks.update(marks)
+        self._given_up.update(given_up)
+        with self.db.atomic():
+            for key, mark in self._marks.items():
+                self._save_run(key, mark, self._given_up.get(key, 0))
+            self._save_meta(self.counters, self.count)
+        self.set_aside_files.append(target)
+        return target
+
     def _open(self) -> None:
         path = Path(self.config.path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,26 @@ nothing below). Seqs stored above a gap are kept as sorted, disjoint [lo, hi] ra
 from __future__ import annotations
 
 import bisect
+from typing import Optional
+
+MIN_INTERVAL_MS = 100          # the sensor's shortest interval_s (0.1 s): at most one seq per 100 ms of mono
+MAX_HELD = 1_000_000           # the sensor's largest max_unacked
+SEQ_SLACK = 16
+
+
+def implausible(reading: dict) -> Optional[str]:
+    """Why a reading that passed its contract cannot be what a sensor sent, or None. One
+    message must not move a run's watermark: `held_from` is the lowest seq the sensor
+    still holds (so at most `seq`, and within MAX_HELD of it), and a run counts its seqs
+    from the start of its `mono`, one per interval at most."""
+    seq, mono, held_from = reading["seq"], reading["mono"], reading.get("held_from")
+    if seq > mono // MIN_INTERVAL_MS + SEQ_SLACK:
+        return f"seq {seq} at mono {mono} ms: more than one reading per {MIN_INTERVAL_MS} ms since the run began"
+    if held_from is not None and held_from > seq:
+        return f"held_from {held_from} above seq {seq}"
+    if held_from is not None and seq - held_from >= MAX_HELD:
+        return f"held_from {held_from}: {seq - held_from} readings below seq {seq}, more than a sensor holds"
+    return None
 
 
 class Watermark:

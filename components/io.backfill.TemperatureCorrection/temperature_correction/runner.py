@@ -57,6 +57,7 @@ class Runner:
         self._shadow_pending = False      # GetThingShadow still owed (it failed at start)
         self._report_pending = False      # reported.correction not yet up to date
         self._retry_at = 0.0
+        self._config_pending = False      # GetConfiguration failed: the settings in effect stay
 
     # -- wiring --------------------------------------------------------------------------
     def start(self) -> None:
@@ -64,7 +65,7 @@ class Runner:
         subscribe to the raw topic and report what is in effect."""
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
         self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        self._apply(config=self.ipc.get_configuration())
+        self._apply(config=self._read_configuration())
         self._shadow_pending = self._report_pending = True
         self.maintain()
         log.info("correcting %s -> %s with %s", self.settings.effective["raw_topic"],
@@ -75,16 +76,18 @@ class Runner:
         while not stop.is_set():
             message = self.inbox.get(timeout=1.0)
             if message is None:
-                self.maintain()
+                self.problems.survive("upkeep", self.maintain)
             else:
-                self.step(message)
+                self.problems.survive(f"handling {message.tag.split(':')[0]}", self.step, message)
         if self.problems.counts:
             log.info("problems counted: %s", dict(self.problems.counts))
 
     def step(self, message: Message) -> None:
         """Handle one message from the inbox (readings, configuration and shadow changes)."""
         if message.tag == "config":
-            self._apply(config=self.ipc.get_configuration())
+            config = self._read_configuration()
+            if config is not None:
+                self._apply(config=config)
         elif message.tag == "shadow":
             self._shadow_pending = False          # newer than what a pending read would give
             self._apply(desired=desired_section(message.payload))
@@ -97,7 +100,13 @@ class Runner:
     def maintain(self) -> None:
         """Read the shadow if that is still owed, then report if that is owed; after a failure,
         try again RETRY_S later (ShadowManager limits the requests per second)."""
+        if self.problems.to_report(self.clock()) is not None:
+            self._report_pending = True
         if (self._shadow_pending or self._report_pending) and self.clock() >= self._retry_at:
+            if self._config_pending:
+                config = self._read_configuration()
+                if config is not None:
+                    self._apply(config=config)
             if not (self._read_shadow() and self._report()):
                 self._retry_at = self.clock() + RETRY_S
 
@@ -140,6 +149,18 @@ class Runner:
             self._report_pending = True
             self._retry_at = 0.0
 
+    def _read_configuration(self) -> Optional[dict]:
+        """GetConfiguration, or None (counted, read again at the next upkeep) when it fails."""
+        try:
+            config = self.ipc.get_configuration()
+        except Exception as error:
+            self.problems.add(f"configuration read {type(error).__name__}",
+                              f"could not read the configuration (keeping the settings in effect): {describe(error)}")
+            self._config_pending = self._report_pending = True
+            return None
+        self._config_pending = False
+        return config
+
     def _read_shadow(self) -> bool:
         """Apply desired.correction from GetThingShadow, if that is owed. False when it failed."""
         if not self._shadow_pending:
@@ -159,13 +180,20 @@ class Runner:
         """Report the settings in effect under reported.correction, if owed. False when it failed."""
         if not self._report_pending:
             return True
+        now = self.clock()
+        problems = self.problems.to_report(now)
+        reported: dict = {SECTION: dict(self.settings.effective)}
+        if problems is not None:
+            reported["problems"] = {"correction": problems}
         try:
-            self.ipc.update_shadow(SHADOW, {"state": {"reported": {SECTION: dict(self.settings.effective)}}})
+            self.ipc.update_shadow(SHADOW, {"state": {"reported": reported}})
         except Exception as error:
             self.problems.add(f"shadow report {type(error).__name__}",
                               f"could not report reported.{SECTION} (retrying): {describe(error)}")
             return False
         self._report_pending = False
+        if problems is not None:
+            self.problems.reported(problems, now)
         return True
 
     def _parameters(self) -> dict:

@@ -251,3 +251,29 @@ def test_reopen_drops_the_sensor_and_opens_at_the_next_slot():
     sampler.reopen(counting)
     run_slots(clock, sampler, 2)
     assert counting.attempts == 1
+
+
+def test_t_and_mono_are_read_at_the_same_instant_even_when_the_bus_hangs():
+    """The heart issue, item 8: a 1 s I2C time-out between reading mono and t looked like a
+    wall-clock step to the store, which then re-timed the whole run."""
+    clock = FakeClock()
+
+    reads = []
+
+    class HangingSensor:
+        def read(self):
+            reads.append(1)
+            if len(reads) == 3:
+                clock.advance(1_000)            # the bcm2835 driver's time-out, once
+            return Values(21.0, 45.0, 1013.0, 50000.0, True)
+
+        def close(self):
+            pass
+
+    sampler = Sampler(clock, HangingSensor, lambda: 48.0, device="gw-1", run=RUN,
+                      interval_s=1.0)
+    offsets = set()
+    for _ in range(5):
+        reading = sampler.sample()
+        offsets.add(reading["t"] - reading["mono"])
+    assert len(offsets) == 1, f"the offset t - mono moved: {sorted(offsets)}"
