@@ -345,6 +345,7 @@ class Forwarder:
         try:
             self._forward(now)
             self._upkeep(now)
+            self._retime(now)
         except sqlite3.DatabaseError as error:
             if not is_corruption(error):
                 raise
@@ -469,6 +470,18 @@ class Forwarder:
         return not self._synced_runs.get(row.key, False)
 
     # -- upkeep and report --------------------------------------------------------------------
+    def _retime(self, now: int) -> None:
+        """One chunk of a run's re-timing per tick (the loop stays responsive)."""
+        if not self.store.stale:
+            return
+        try:
+            self.store.retime_step()
+        except DiskFull as error:
+            self.problems.add("storage", f"could not re-time stored readings (retrying): {error}")
+            return
+        if not self.store.stale:
+            self.store.checkpoint()            # TRUNCATE when the re-timing grew the WAL
+
     def _upkeep(self, now: int) -> None:
         try:
             if now >= self._maintenance_at:
@@ -528,7 +541,7 @@ class Forwarder:
     def _next_delay(self, now: int) -> int:
         """Milliseconds until the next deadline in the future (what was due ran in this tick;
         a deadline already past is waiting on something else, which has its own)."""
-        if self._more:
+        if self._more or self.store.stale:
             return 0
         times = [self._report_at, self._state_report_at, self._maintenance_at]
         if self._pending_since is not None:

@@ -34,7 +34,7 @@ from typing import Iterable, Optional
 
 from sqlite_utils import Database
 
-from .retime import Retimer
+from .retime import Retimer, retimed
 from .watermark import Watermark
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (
 BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CHUNK = 500
+RETIME_CHUNK = 5_000
+WAL_LIMIT = 16 * 1024 * 1024      # journal_size_limit, and a TRUNCATE checkpoint above it
 
 
 class DiskFull(Exception):
@@ -145,6 +147,7 @@ class Store:
         self.retimer = Retimer(config.retime_threshold_ms)
         self._marks: dict[tuple, Watermark] = {}
         self._given_up: dict[tuple, int] = {}
+        self._stale: dict[tuple, int] = {}      # runs re-timed in chunks: their new offset
         self.set_aside_files: list[Path] = []
         problem = None
         try:
@@ -210,6 +213,7 @@ class Store:
         if new:
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.enable_wal()
+        self.db.execute(f"PRAGMA journal_size_limit={self.wal_limit}")
         self.set_synchronous(self.config.synchronous)
         self._schema()
         self._load()
@@ -249,6 +253,7 @@ class Store:
         else:                                    # a database from before the meta row: once
             self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
         self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        self._stale = {(device, run): int(offset) for device, run, offset in json.loads(meta.get("stale", "[]"))}
         for row in self.db.query("SELECT * FROM runs"):
             key = (row["device"], row["run"])
             self._marks[key] = Watermark(row["acked"], json.loads(row["above"] or "[]"))
@@ -320,8 +325,8 @@ class Store:
                     self.db["readings"].insert_all(records, ignore=True, batch_size=100)
                 result.inserted = self.db.conn.total_changes - before
                 result.duplicates += len(records) - result.inserted
-                for key, offset in stepped.items():
-                    result.retimed += self._retime_run(key, offset)
+                for key, offset in stepped.items():   # re-timed in chunks later (retime_step); read re-timed now
+                    self._stale[key] = offset
                     result.retimed_runs.add(key)
                 for letter in dead:
                     self._insert_dead(letter)
@@ -358,22 +363,47 @@ class Store:
             if marks[key].acked >= 0:
                 result.acks.append({"device": key[0], "run": key[1], "seq": marks[key].acked})
         result.changed = bool(result.inserted or result.retimed or evicted)
+        if self.wal_bytes() > 2 * self.wal_limit:
+            self.checkpoint()
         return result
 
     def _room(self, incoming: int) -> Optional[int]:
         """How many new readings fit under reject_new (None: drop_oldest makes room)."""
         if self.config.full_policy != "reject_new":
             return None
-        if self.used_bytes() >= self.config.max_bytes:
+        if self.used_bytes() >= self._page_budget():
             return 0
         return max(0, self.config.max_rows - self.count)
 
-    def _retime_run(self, key: tuple, offset: int) -> int:
-        cursor = self.db.execute(
-            "UPDATE readings SET t_orig = COALESCE(t_orig, t), t = mono + ? "
-            "WHERE device = ? AND run = ? AND ABS(t - mono - ?) > ?",
-            [offset, key[0], key[1], offset, self.config.retime_threshold_ms])
-        return cursor.rowcount
+    def retime_step(self, limit: int = RETIME_CHUNK) -> int:
+        """Re-time up to `limit` stored readings of a run whose clock stepped, in a transaction
+        of their own (a run of 300,000 readings in one blocked the loop 2 s and grew the WAL
+        to 89 MB). Until then every read of them applies the new offset. Returns how many."""
+        if not self._stale:
+            return 0
+        key, offset = next(iter(self._stale.items()))
+        try:
+            with self.db.atomic():
+                cursor = self.db.execute(
+                    "UPDATE readings SET t_orig = COALESCE(t_orig, t), t = mono + ? WHERE id IN ("
+                    "SELECT id FROM readings WHERE device = ? AND run = ? AND ABS(t - mono - ?) > ? LIMIT ?)",
+                    [offset, key[0], key[1], offset, self.config.retime_threshold_ms, limit])
+                done = cursor.rowcount
+                self.counters["retimed"] += done
+                if done < limit:
+                    del self._stale[key]
+                self._save_meta(self.counters, self.count)
+        except sqlite3.Error as error:
+            self._stale[key] = offset
+            if is_storage_error(error):
+                raise DiskFull(str(error)) from error
+            raise
+        return done
+
+    @property
+    def stale(self) -> int:
+        """Runs whose stored readings are still being re-timed."""
+        return len(self._stale)
 
     def _insert_dead(self, letter: DeadLetter) -> None:
         device, run, seq = letter.identity if letter.identity else (None, None, None)
@@ -397,15 +427,32 @@ class Store:
                          self.clock.wall_ms()])
 
     def _save_meta(self, counters: dict, count: int) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('counters', ?), ('rows', ?)",
-                        [json.dumps(counters, separators=(",", ":")), str(count)])
+        stale = [[key[0], key[1], offset] for key, offset in self._stale.items()]
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('counters', ?), ('rows', ?), ('stale', ?)",
+                        [json.dumps(counters, separators=(",", ":")), str(count), json.dumps(stale)])
 
     # -- bounds ----------------------------------------------------------------------------
     def used_bytes(self) -> int:
+        """Bytes of the database's pages in use (the WAL has its own share: wal_limit)."""
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
         free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
         size = self.db.execute("PRAGMA page_size").fetchone()[0]
         return (pages - free) * size
+
+    @property
+    def wal_limit(self) -> int:
+        """The WAL's share of max_bytes: journal_size_limit, and a TRUNCATE checkpoint
+        when it grows past twice that."""
+        return min(WAL_LIMIT, self.config.max_bytes // 8)
+
+    def _page_budget(self) -> int:
+        return self.config.max_bytes - self.wal_limit
+
+    def wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(str(self.config.path) + "-wal")
+        except OSError:
+            return 0
 
     def _delete_oldest(self, n: int) -> int:
         if n <= 0:
@@ -419,11 +466,11 @@ class Store:
         evicted = self._delete_oldest(count - self.config.max_rows)
         count -= evicted
         for _ in range(8):
-            used = self.used_bytes()
-            if used <= self.config.max_bytes or count <= 0:
+            used, budget = self.used_bytes(), self._page_budget()
+            if used <= budget or count <= 0:
                 break
             per_row = max(1, used // max(count, 1))
-            n = max(1, -(-(used - self.config.max_bytes) // per_row), count // 100)
+            n = max(1, -(-(used - budget) // per_row), count // 100)
             gone = self._delete_oldest(n)
             evicted += gone
             count -= gone
@@ -443,30 +490,36 @@ class Store:
             rows = self.db.execute("SELECT id, t FROM readings WHERE id >= ? ORDER BY id LIMIT ?",
                                    [from_id, scan]).fetchall()
             old = [rid for rid, t in rows if PLAUSIBLE_T <= t < cutoff]
+            ageless = sum(1 for _, t in rows if t < PLAUSIBLE_T)    # kept, but they shield nothing behind them
             if old:
                 evicted += self._delete_ids(old, "evicted")
-            if len(old) < len(rows) * 9 // 10 or len(rows) < scan:
+            if len(old) + ageless < len(rows) * 9 // 10 or len(rows) < scan:
                 break
             from_id = rows[-1][0] + 1
         return evicted
 
     # -- forwarding --------------------------------------------------------------------------
     def _row(self, values: tuple) -> Row:
-        return Row(*values)
+        """A stored reading as it is to be sent: a run still being re-timed gets its new offset."""
+        row = Row(*values)
+        offset = self._stale.get(row.key)
+        if offset is not None and abs(row.t - row.mono - offset) > self.config.retime_threshold_ms:
+            row.t, row.t_orig = retimed(row.t, row.mono, offset, row.t_orig)
+        return row
 
     def newest(self) -> Optional[Row]:
         values = self.db.execute("SELECT id, device, run, seq, t, mono, t_orig, body FROM readings "
                                  "ORDER BY id DESC LIMIT 1").fetchone()
-        return Row(*values) if values else None
+        return self._row(values) if values else None
 
     def latest(self, limit: int = 1) -> list[Row]:
         """The last arrivals, newest first."""
-        return [Row(*values) for values in self.db.execute(
+        return [self._row(values) for values in self.db.execute(
             "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings ORDER BY id DESC LIMIT ?", [limit])]
 
     def scan(self, from_id: int = 0, limit: int = 500) -> list[Row]:
         """Readings with id >= from_id, oldest first."""
-        return [Row(*values) for values in self.db.execute(
+        return [self._row(values) for values in self.db.execute(
             "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id >= ? ORDER BY id LIMIT ?",
             [from_id, limit])]
 
@@ -476,7 +529,7 @@ class Store:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows += [Row(*v) for v in self.db.execute(
+            rows += [self._row(v) for v in self.db.execute(
                 f"SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id IN ({marks})", chunk)]
         return sorted(rows, key=lambda r: r.id)
 
@@ -485,9 +538,9 @@ class Store:
         map to a batch in flight)."""
         ids = []
         for run, seq, t in keys:
-            found = self.db.execute("SELECT id, t FROM readings WHERE device = ? AND run = ? AND seq = ?",
-                                    [device, run, seq]).fetchone()
-            if found and found[1] == t:
+            found = self.db.execute("SELECT id, device, run, seq, t, mono, t_orig, body FROM readings "
+                                    "WHERE device = ? AND run = ? AND seq = ?", [device, run, seq]).fetchone()
+            if found and self._row(found).t == t:
                 ids.append(found[0])
         return ids
 
@@ -523,7 +576,8 @@ class Store:
     # -- upkeep ------------------------------------------------------------------------------
     def stats(self) -> dict:
         oldest = self.db.execute("SELECT t FROM readings ORDER BY id LIMIT 1").fetchone()
-        return {"count": self.count, "bytes": self.used_bytes(), "oldest_t": oldest[0] if oldest else None}
+        return {"count": self.count, "bytes": self.used_bytes() + self.wal_bytes(),
+                "oldest_t": oldest[0] if oldest else None}
 
     def vacuum(self, keep_pages: int = 256) -> int:
         """Give free pages beyond `keep_pages` back to the file system (incremental vacuum);
@@ -538,8 +592,10 @@ class Store:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database (PASSIVE: never blocks): with synchronous=NORMAL
-        what is committed up to here survives a power cut."""
-        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        what is committed up to here survives a power cut. A WAL over WAL_LIMIT is
+        truncated (TRUNCATE; this one connection is the only reader)."""
+        mode = "TRUNCATE" if self.wal_bytes() > self.wal_limit else "PASSIVE"
+        self.db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
     def dead_letters(self, limit: int = 100) -> list[dict]:
         return list(self.db.query("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", [limit]))
