@@ -114,8 +114,10 @@ class Ipc:
         self.client.publish_to_iot_core(topic_name=topic, qos=QOS.AT_LEAST_ONCE if qos else QOS.AT_MOST_ONCE,
                                         payload=payload)
 
-    def subscribe_iot(self, topic: str, callback: Callable[[str, bytes], None], qos: int = 1) -> None:
-        """Returns after the broker's SUBACK (while offline, once the core is back online)."""
+    def subscribe_iot(self, topic: str, callback: Callable[[str, bytes], None], qos: int = 1,
+                      on_closed: Optional[Callable[[], None]] = None) -> None:
+        """Returns after the broker's SUBACK (while offline, once the core is back online).
+        `on_closed()` when the core ends the stream (subscribe again: nothing else will come)."""
         from awsiot.greengrasscoreipc.model import QOS
 
         def on_event(event) -> None:
@@ -123,7 +125,8 @@ class Ipc:
             _guard(callback, message.topic_name, bytes(message.payload or b""))
         _, operation = self.client.subscribe_to_iot_core(
             topic_name=topic, qos=QOS.AT_LEAST_ONCE if qos else QOS.AT_MOST_ONCE,
-            on_stream_event=on_event, on_stream_error=_keep_open)
+            on_stream_event=on_event, on_stream_error=_keep_open,
+            on_stream_closed=(lambda: _guard(on_closed)) if on_closed is not None else None)
         self._operations.append(operation)
 
     # -- the local shadow (ShadowManager) ------------------------------------------------

@@ -28,10 +28,14 @@ def serve(build: Callable[[Ipc], object]) -> int:
         runner = build(ipc)
 
         def on_signal(signum, frame) -> None:
+            # Only the Event here: queue.Queue.put is not reentrant, and the handler runs in
+            # the main thread, which may be inside the inbox's own put or get (a deadlock).
             stop.set()
-            inbox = getattr(runner, "inbox", None)
-            if inbox is not None:
-                inbox.put(Message("stop", "", {}))
+
+        inbox = getattr(runner, "inbox", None)
+        if inbox is not None:       # a thread wakes the loop at once when the signal came
+            threading.Thread(target=lambda: stop.wait() or inbox.put(Message("stop", "", {})),
+                             name="stop", daemon=True).start()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)

@@ -168,6 +168,10 @@ class Forwarder:
     def iot_subscribed(self, topic: str) -> None:
         self._subscribed.add(topic)
 
+    def iot_unsubscribed(self, topic: str) -> None:
+        """The subscription ended: hold new batches until it is back (in flight ones time out)."""
+        self._subscribed.discard(topic)
+
     # -- ingest -------------------------------------------------------------------------------
     def on_reading(self, topic: str, payload: object) -> None:
         """One message from the corrected topic: queued for the next group commit, or

@@ -23,7 +23,7 @@ its copy in the spooler is probably on its way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 UNKNOWN, ONLINE, OFFLINE = "unknown", "online", "offline"
@@ -85,11 +85,6 @@ class InFlight:
     attempts: int = 1
     probe: bool = False
     keep: bool = False             # a confirmation does not delete its readings
-    first_sent_ms: int = field(default=-1)
-
-    def __post_init__(self) -> None:
-        if self.first_sent_ms < 0:
-            self.first_sent_ms = self.sent_ms
 
 
 class Ledger:
@@ -164,13 +159,6 @@ class Ledger:
         """A probe left (new, or one in flight sent again): the next one waits longer."""
         self._next_probe_ms = now_ms + self._backoff_ms
         self._backoff_ms = min(self._backoff_ms * 2, self.probe_max_ms)
-
-    def find(self, tag: object) -> Optional[InFlight]:
-        """The entry holding a row id, if any."""
-        for entry in self._entries.values():
-            if tag in entry.tags:
-                return entry
-        return None
 
     def confirm(self, batch_id: str, now_ms: int) -> Optional[InFlight]:
         """IoT Core has this batch: returns its entry (None for an id not in flight). Any

@@ -106,7 +106,8 @@ class Runner:
         attempt = 0
         while not self._stop.is_set():
             try:
-                self.ipc.subscribe_iot(topic, self.inbox.put_for("iot"))
+                self.ipc.subscribe_iot(topic, self.inbox.put_for("iot"),
+                                       on_closed=lambda: self.inbox.put(Message("iot-closed", topic, b"")))
             except Exception as error:
                 delay = SUBSCRIBE_RETRY_S[min(attempt, len(SUBSCRIBE_RETRY_S) - 1)]
                 log.warning("SubscribeToIoTCore %s failed (%s); retrying in %s s", topic, error, delay)
@@ -141,6 +142,12 @@ class Runner:
             fwd.on_iot(message.topic, message.payload)
         elif message.tag == "iot-subscribed":
             fwd.iot_subscribed(message.topic)
+        elif message.tag == "iot-closed":      # no more confirmations would come: subscribe again
+            log.warning("the SubscribeToIoTCore stream of %s closed; subscribing again", message.topic)
+            fwd.iot_unsubscribed(message.topic)
+            self._iot.discard(message.topic)
+            if not self._stop.is_set():
+                self._subscribe()
         elif message.tag == "config":
             config = self._configuration()
             if config is not None:

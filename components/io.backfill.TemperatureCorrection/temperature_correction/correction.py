@@ -16,15 +16,18 @@ The output is the reading with ``temperature`` corrected (rounded to 2 decimals)
 whose status is not ok, or without a temperature or a CPU temperature, passes through with
 correction ``none``. Every other field is copied untouched.
 
-The CPU window is the only state; it refills after a restart. A reading the sensor sends
-again (its seq is not above the highest seen of its run) is corrected but does not enter the
-window, so a burst of resent old readings does not skew the average.
+The CPU window is the only state, and it is kept per (device, run): the window of a reading
+is the CPU temperatures of its own run's readings at seq-window+1 .. seq (those seen), so
+the correction of a reading depends only on that reading and its run's readings around its
+own time. A reading sent again an hour later is corrected as the first send was; one
+Lambda serving several devices never mixes their CPUs. The last HISTORY seqs of the last
+RUNS_REMEMBERED runs are kept; after a restart it refills (resends come oldest first).
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Mapping
 
@@ -33,6 +36,7 @@ NUMBER_RANGES = {"factor": (0.1, 100.0), "a": (-1000.0, 1000.0), "b": (-1000.0, 
 WINDOW_RANGE = (1, 600)
 PARAMETER_KEYS = ("method", "factor", "window", "a", "b", "c")
 RUNS_REMEMBERED = 64
+HISTORY = 4096                  # CPU temperatures kept per run, by seq (the window is at most 600)
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,8 @@ class Corrector:
 
     def __init__(self, params: Mapping | None = None) -> None:
         self._params = Params()
-        self._cpu: deque[float] = deque(maxlen=self._params.window)
-        self._highest: OrderedDict[tuple, int] = OrderedDict()
+        self._runs: OrderedDict[tuple, OrderedDict] = OrderedDict()     # (device, run) -> {seq: cpu}
+        self._last: tuple | None = None
         self.refused: list[str] = self.update(params or {})
 
     @property
@@ -130,19 +134,29 @@ class Corrector:
     def update(self, changes: Mapping) -> list[str]:
         """Apply the allowed values in `changes` at once; returns a message per refused value."""
         self._params, refused = merge(self._params, changes)
-        if self._cpu.maxlen != self._params.window:
-            self._cpu = deque(self._cpu, maxlen=self._params.window)  # keeps the latest readings
         return refused
 
-    def cpu_average(self) -> float | None:
-        """Mean of the CPU temperatures in the window (None while it is empty)."""
-        return sum(self._cpu) / len(self._cpu) if self._cpu else None
+    def cpu_average(self, reading: Mapping | None = None) -> float | None:
+        """Mean of the CPU temperatures in the window of `reading` (default: the last one
+        corrected), None when none is known."""
+        if reading is None:
+            if self._last is None:
+                return None
+            key, seq = self._last
+        else:
+            key, seq = (reading.get("device"), reading.get("run")), reading.get("seq")
+        history = self._runs.get(key)
+        if not history or not isinstance(seq, (int, float)):
+            return None
+        seq = int(seq)
+        values = [history[s] for s in range(seq - self._params.window + 1, seq + 1) if s in history]
+        return sum(values) / len(values) if values else None
 
     def correct(self, reading: Mapping) -> dict:
         """The corrected reading (see the module docstring). Does not modify `reading`."""
         cpu = reading.get("cpu_temperature")
-        if cpu is not None and self._is_new(reading):
-            self._cpu.append(float(cpu))
+        if cpu is not None:
+            self._remember(reading, float(cpu))
         raw = reading.get("temperature")
         if reading.get("status") != "ok" or raw is None or cpu is None:
             return passthrough(reading)
@@ -150,7 +164,7 @@ class Corrector:
         if p.method == "linear":
             value = linear(raw, cpu, p.a, p.b, p.c)
         else:
-            avg = self.cpu_average()
+            avg = self.cpu_average(reading)
             value = cpu_factor(raw, cpu if avg is None else avg, p.factor)
         out = dict(reading)
         out["temperature"] = round(value, 2)
@@ -158,20 +172,22 @@ class Corrector:
         out["correction"] = p.method
         return out
 
-    def _is_new(self, reading: Mapping) -> bool:
-        """False for a reading whose seq is not above the highest seen of its (device, run)."""
+    def _remember(self, reading: Mapping, cpu: float) -> None:
+        """The CPU temperature of this reading, by its run and seq (a resend: the same again)."""
         seq = reading.get("seq")
-        if not isinstance(seq, (int, float)):
-            return True
+        if not isinstance(seq, (int, float)) or isinstance(seq, bool):
+            return
         key = (reading.get("device"), reading.get("run"))
-        highest = self._highest.get(key)
-        if highest is not None and seq <= highest:
-            return False
-        self._highest[key] = seq
-        self._highest.move_to_end(key)
-        while len(self._highest) > RUNS_REMEMBERED:
-            self._highest.popitem(last=False)
-        return True
+        history = self._runs.get(key)
+        if history is None:
+            history = self._runs[key] = OrderedDict()
+        self._runs.move_to_end(key)
+        history[int(seq)] = cpu
+        while len(history) > HISTORY:
+            history.popitem(last=False)
+        while len(self._runs) > RUNS_REMEMBERED:
+            self._runs.popitem(last=False)
+        self._last = (key, int(seq))
 
 
 def _num(x: float) -> str:

@@ -96,25 +96,41 @@ def test_an_error_reading_still_feeds_the_cpu_window():
     assert corrector.correct(reading(1, 30.0, 50.0))["temperature"] == round(30 - (55 - 30) / 2.25, 2)
 
 
-def test_a_resent_reading_is_corrected_but_does_not_enter_the_window():
+def test_a_resent_reading_is_corrected_as_its_first_send_was():
+    """The heart issue, item 9: a resend an hour later was corrected with the current window."""
+    corrector = Corrector({"window": 5})
+    first = [corrector.correct(reading(i, 30.0, 50.0 + i)) for i in range(10)]
+    for i in range(10, 3610):                                   # an hour later the CPU runs hot
+        corrector.correct(reading(i, 30.0, 80.0))
+    again = [corrector.correct(reading(i, 30.0, 50.0 + i)) for i in range(10)]
+    assert [r["temperature"] for r in again] == [r["temperature"] for r in first]
+    assert first[4]["temperature"] == round(30 - (52.0 - 30) / 2.25, 2)    # the mean of 50..54
+
+
+def test_one_corrector_serving_several_devices_keeps_their_windows_apart():
+    corrector = Corrector({"window": 5})
+    for i in range(20):
+        a = corrector.correct(reading(i, 30.0, 40.0, device="pi-a"))
+        b = corrector.correct(reading(i, 30.0, 70.0, device="pi-b"))
+    assert a["temperature"] == round(30 - (40.0 - 30) / 2.25, 2)
+    assert b["temperature"] == round(30 - (70.0 - 30) / 2.25, 2)
+
+
+def test_a_new_run_starts_its_own_window():
     corrector = Corrector({"window": 2})
     temperatures(corrector, [50.0, 52.0])                       # seq 0, 1
-    resent = corrector.correct(reading(0, 30.0, 90.0))          # seq 0 again: window stays 50, 52
-    assert resent["temperature"] == round(30 - (51 - 30) / 2.25, 2)
-    assert corrector.cpu_average() == 51.0
-    # a new run of the sensor starts again from seq 0 and does count
     corrector.correct(reading(0, 30.0, 60.0, run="12345678"))
-    assert corrector.cpu_average() == 56.0
+    assert corrector.cpu_average() == 60.0
 
 
-def test_window_change_keeps_the_latest_readings():
+def test_window_change_applies_to_the_readings_around_each_seq():
     corrector = Corrector()
-    temperatures(corrector, [50, 52, 54, 56, 58])
+    temperatures(corrector, [50, 52, 54, 56, 58])               # seq 0..4
     assert corrector.update({"window": 2}) == []
     assert corrector.cpu_average() == 57.0
     assert corrector.update({"window": 10}) == []
-    corrector.correct(reading(10, 30.0, 60.0))
-    assert corrector.cpu_average() == pytest.approx((56 + 58 + 60) / 3)
+    corrector.correct(reading(10, 30.0, 60.0))                  # seqs 1..10: 1..4 and 10 are known
+    assert corrector.cpu_average() == pytest.approx((52 + 54 + 56 + 58 + 60) / 5)
 
 
 def test_live_change_applies_to_the_next_reading():

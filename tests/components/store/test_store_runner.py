@@ -53,8 +53,9 @@ class FakeIpc:
         with self.lock:
             self.acks.append((topic, doc))
 
-    def subscribe_iot(self, topic, callback, qos=1):
+    def subscribe_iot(self, topic, callback, qos=1, on_closed=None):
         self.iot[topic] = callback
+        self.iot_closed = on_closed
 
     def publish_iot(self, topic, payload, qos=1):
         with self.lock:
@@ -123,3 +124,26 @@ def test_close_commits_what_is_held(tmp_path):
     store = Store(StoreConfig(tmp_path / "store.db"), SystemClock())
     assert store.watermark(THING, RUN) == 0
     store.close()
+
+
+def test_a_closed_iot_core_subscription_is_made_again_and_forwarding_goes_on(tmp_path):
+    """The heart issue, item 10: when the SubscribeToIoTCore stream closed, the link looked
+    offline forever."""
+    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": {}})
+    runner, stop, thread = start(tmp_path, ipc)
+    try:
+        topic = f"dt/backfill/{THING}/readings"
+        wait_for(lambda: topic in ipc.iot, message="the first subscription")
+        first = ipc.iot.pop(topic)
+        ipc.iot_closed()                                    # the core ended the stream
+        wait_for(lambda: topic in ipc.iot, message="a new subscription")
+        assert ipc.iot[topic] is not first
+        deliver = ipc.local["backfill/readings/corrected"]
+        for seq in range(5):
+            deliver("backfill/readings/corrected", corrected(seq))
+        wait_for(lambda: ipc.reports and ipc.reports[-1]["state"]["reported"]["store"]["counters"]["confirmed"] == 5,
+                 message="the readings confirmed over the new subscription")
+    finally:
+        stop.set()
+        thread.join(10)
+        runner.close()
