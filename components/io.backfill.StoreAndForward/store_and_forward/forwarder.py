@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CONTRACT = "reading-corrected"
 INT_FIELDS = ("seq", "t", "mono", "held_from")
 MAX_PENDING = 20_000            # readings held in memory while the disk is full (not acknowledged)
+MAX_PENDING_DEAD = 1_000        # dead letters likewise (20,050 of up to 16 KiB each were 307 MB)
 DISK_RETRY_MS = 5_000
 STATE_REPORT_MIN_MS = 1_000
 MAINTENANCE_MS = 60_000
@@ -215,7 +216,13 @@ class Forwarder:
 
     def _dead_letter(self, topic: str, raw: bytes, reason: str, doc: object, now: int) -> None:
         self.problems.add("dead letter " + reason.split(":")[0], f"dead-lettered a message on {topic}: {reason}")
-        self._dead.append(DeadLetter(topic, bytes(raw), reason, identity_of(doc)))
+        if len(self._dead) >= MAX_PENDING_DEAD:     # the disk is full: not kept, not acknowledged
+            self.problems.add("pending dead letters full", "the disk is still full: a dead letter was not "
+                              "taken (not acknowledged: the sensor sends it again)")
+            self.store.add_counts(dead_dropped=1)
+            return
+        self._dead.append(DeadLetter(topic, bytes(raw[:self.settings["dead_letter_max_bytes"]]), reason,
+                                     identity_of(doc)))
         self._queue(None, now)
 
     def _queue(self, reading: Optional[dict], now: int) -> None:

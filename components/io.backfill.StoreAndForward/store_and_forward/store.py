@@ -41,12 +41,13 @@ log = logging.getLogger(__name__)
 
 COUNTERS = ("received", "stored", "duplicates", "sent", "resent", "confirmed", "evicted", "rejected",
             "dead_lettered", "given_up", "retimed", "batches", "units", "publish_errors", "storage_errors",
-            "set_aside", "set_aside_readings")
+            "set_aside", "set_aside_readings", "dead_evicted", "dead_dropped")
 PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (a clock not set yet)
 BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CHUNK = 500
 RETIME_CHUNK = 5_000
+DEAD_ROW_BYTES = 600              # a dead letter's row beyond its raw bytes (reason, topic, index)
 WAL_LIMIT = 16 * 1024 * 1024      # journal_size_limit, and a TRUNCATE checkpoint above it
 
 
@@ -330,7 +331,7 @@ class Store:
                     result.retimed_runs.add(key)
                 for letter in dead:
                     self._insert_dead(letter)
-                self._trim_dead(len(dead))
+                dead_gone = self._trim_dead(len(dead))
                 result.dead_lettered = len(dead)
                 for key in touched:
                     self._save_run(key, marks[key], self._given_up.get(key, 0) + given_up.get(key, 0))
@@ -345,6 +346,7 @@ class Store:
                 counters["given_up"] += result.given_up
                 counters["retimed"] += result.retimed
                 counters["dead_lettered"] += len(dead)
+                counters["dead_evicted"] += dead_gone
                 self._save_meta(counters, count - evicted)
         except sqlite3.Error as error:
             for key, state in retimer_before.items():
@@ -356,7 +358,7 @@ class Store:
                 raise DiskFull(str(error)) from error
             raise
         self.counters, self.count = counters, count - evicted
-        self.dead_count = min(self.dead_count + len(dead), self.config.max_dead_letters)
+        self.dead_count = self.dead_count + len(dead) - dead_gone
         for key in touched:
             self._marks[key] = marks[key]
             self._given_up[key] = self._given_up.get(key, 0) + given_up.get(key, 0)
@@ -412,11 +414,24 @@ class Store:
                                         "raw": bytes(letter.raw[:self.config.dead_letter_max_bytes]),
                                         "device": device, "run": run, "seq": seq})
 
-    def _trim_dead(self, added: int) -> None:
+    def _trim_dead(self, added: int) -> int:
+        """Keep at most max_dead_letters, in at most a quarter of max_bytes (dead letters
+        must not crowd out the readings); the oldest go first. Returns how many went."""
+        if not added:
+            return 0
+        gone = 0
         over = self.dead_count + added - self.config.max_dead_letters
-        if added and over > 0:
-            self.db.execute("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
-                            [over])
+        if over > 0:
+            gone += self.db.execute("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters "
+                                    "ORDER BY id LIMIT ?)", [over]).rowcount
+        share = self.config.max_bytes // 4
+        count, size = self.db.execute(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(raw)), 0) + COUNT(*) * "
+                                      f"{DEAD_ROW_BYTES} FROM dead_letters").fetchone()
+        if size > share and count:
+            n = max(1, -(-(size - share) * count // size))
+            gone += self.db.execute("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters "
+                                    "ORDER BY id LIMIT ?)", [n]).rowcount
+        return gone
 
     def _save_run(self, key: tuple, mark: Watermark, given_up: int) -> None:
         state = self.retimer.state(key)

@@ -1,0 +1,34 @@
+"""Dead letters are bounded without crowding out readings (the heart issue, items 6 and 10)."""
+
+import json
+
+from store_harness import Harness, corrected
+
+
+def poison(i):
+    return json.dumps(dict(corrected(i), temperature=900.0, note="p" * 3800)).encode()
+
+
+def test_dead_letters_at_the_smallest_max_bytes_leave_room_for_the_readings(tmp_path):
+    h = Harness(tmp_path / "store.db", subscribe=False, max_bytes=1_048_576, max_message_bytes=16384)
+    for i in range(0, 600, 2):                               # as many dead letters as readings, 4 KiB each
+        h.feed([poison(i), corrected(i + 1)])
+    h.step(1000, n=3)
+    assert h.store.count >= 250, f"only {h.store.count} of 300 readings kept"
+    assert h.store.counters["dead_evicted"] > 0
+    assert h.store.used_bytes() <= 1_048_576
+
+
+def test_dead_letters_waiting_while_the_disk_is_full_are_bounded(tmp_path):
+    h = Harness(tmp_path / "store.db", subscribe=False, max_message_bytes=16384)
+    h.feed([corrected(0)])
+    h.step(1000)
+    pages = h.store.db.execute("PRAGMA page_count").fetchone()[0]
+    h.store.db.execute(f"PRAGMA max_page_count={pages}")
+    h.feed(poison(i) for i in range(1, 5000))
+    h.step(1000, n=2)
+    assert h.fwd.disk_full and len(h.fwd._dead) <= 1000
+    assert h.store.counters["dead_dropped"] >= 3999
+    h.store.db.execute("PRAGMA max_page_count=1073741823")
+    h.step(1000, n=7)
+    assert not h.fwd.disk_full and h.fwd._dead == []
