@@ -65,7 +65,7 @@ def too_deep(value: object, limit: int = MAX_DEPTH) -> bool:
     return depth(value, limit) > limit
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*"?', re.DOTALL)   # an unterminated string matches once, to the end: linear
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 _STEP = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 

@@ -16,7 +16,7 @@ from typing import Optional
 
 MAX_DEPTH = 32          # our messages nest 3 levels; a shadow document 6
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*"?', re.DOTALL)   # an unterminated string matches once, to the end: linear
 _OPEN = re.compile(rb"[\[{]")
 _CLOSE = re.compile(rb"[\]}]")
 

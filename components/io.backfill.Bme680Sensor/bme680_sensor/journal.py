@@ -37,11 +37,15 @@ class Journal:
                 continue
             if isinstance(reading, dict) and isinstance(reading.get("run"), str) and "seq" in reading:
                 readings.append(reading)
+        self.lines = len(readings)
         return readings
 
     def append(self, reading: dict) -> None:
         if self._file is None:
+            torn = self._torn()
             self._file = open(self.path, "a", encoding="utf-8")
+            if torn:                # a line cut by a crash: end it, or the next line is lost with it
+                self._file.write("\n")
         self._file.write(json.dumps(reading, separators=(",", ":")) + "\n")
         self._file.flush()
         self.lines += 1
@@ -55,6 +59,15 @@ class Journal:
             os.fsync(out.fileno())      # durable before it replaces the old one (a power cut)
         os.replace(tmp, self.path)
         self.lines = len(readings)
+
+    def _torn(self) -> bool:
+        """The file does not end with a newline (a crash cut its last line)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                return f.read(1) != b"\n"
+        except OSError:             # missing or empty
+            return False
 
     def close(self) -> None:
         if self._file is not None:

@@ -207,8 +207,9 @@ class Forwarder:
             if name in reading:
                 reading[name] = int(reading[name])
         why = watermark.implausible(reading)
-        if why is not None:         # not counted toward the run's watermark: it may be anything
-            self._dead_letter(topic, _raw(payload), "implausible: " + why, None, now)
+        if why is not None:         # its seq counts toward the watermark only if the seq is plausible
+            trusted = doc if watermark.implausible(dict(reading, held_from=None)) is None else None
+            self._dead_letter(topic, _raw(payload), "implausible: " + why, trusted, now)
             return
         self._latest = reading
         self._synced_runs[(reading["device"], reading["run"])] = bool(reading["clock_synced"])
@@ -279,6 +280,7 @@ class Forwarder:
                             result.evicted, result.rejected)
             self.evicting = True
             self.plan.changed()
+            self._rewind()          # rows in flight may be gone: the in-flight count overstates what is sent
         else:
             self.evicting = False
         return True
@@ -286,22 +288,29 @@ class Forwarder:
     # -- confirmation -------------------------------------------------------------------------
     def on_iot(self, topic: str, payload: bytes) -> None:
         """A message from IoT Core: our batch's echo, or the rule's {"batch": id}."""
+        was = self.ledger.link
         try:
             self._on_iot(topic, payload)
         except sqlite3.DatabaseError as error:
             if not is_corruption(error):
                 raise
             self._corrupt(error)
+        if was != ONLINE and self.ledger.link == ONLINE:   # any message back (even unreadable): scan again
+            self._hold_anchor = self.clock.mono_ms()
+            self._rewind()
 
     def _corrupt(self, error: Exception) -> None:
         """The database file is damaged: it is set aside (kept) and a new one takes over;
         what was in flight is forgotten (its readings stay in the old file, counted)."""
-        path = self.store.set_aside(str(error))
+        ids = [tag for entry in self.ledger.entries() for tag in entry.tags]
+        min_id = max([self.plan.live_upto, self.plan.cursor, *ids])
+        # first: whatever set_aside meets, no old batch may confirm (delete) rows of the new file
+        self.ledger.forget(lambda entry: True)
+        self.plan = Planner(self.settings["max_latency_ms"], self.commit_wait_ms, stored=True, now=self.clock.mono_ms())
+        self._state = None                 # report it at once
+        path = self.store.set_aside(str(error), min_id=min_id)
         self.problems.add("database corrupt", f"the database was damaged ({error}); set aside as {path.name}, "
                           "going on with a new one (acknowledgements continue)")
-        self.ledger.forget(lambda entry: True)
-        self.plan = Planner(self.settings["max_latency_ms"], self.commit_wait_ms, now=self.clock.mono_ms())
-        self._state = None                 # report it at once
 
     def _on_iot(self, topic: str, payload: bytes) -> None:
         now = self.clock.mono_ms()
@@ -361,8 +370,24 @@ class Forwarder:
             if not is_corruption(error):
                 raise
             self._corrupt(error)
-        self._report(now)
+        finally:                           # whatever failed above, the shadow says so
+            self._report(now)
+        self._unsendable()
         return self._next_delay(self.clock.mono_ms())
+
+    def _unsendable(self) -> None:
+        """Readings too large for any batch (the planner set them apart): moved to the dead
+        letters, counted, so they never block what follows."""
+        ids = self.plan.too_large
+        if ids:
+            try:
+                moved = self.store.to_dead_letters(ids, f"too large for a batch of {self.capacity} bytes")
+            except (DiskFull, sqlite3.Error) as error:      # stays apart; tried again next tick
+                self.problems.add("storage", f"could not move unsendable readings to the dead letters: {error}")
+                return
+            self.plan.too_large = []
+            self.problems.add("too large for a batch", f"{moved} stored reading(s) cannot fit in a batch of "
+                              f"{self.capacity} bytes (max_payload_bytes): moved to the dead letters")
 
     def _forward(self, now: int) -> None:
         mode = self.settings["confirm"]
@@ -499,6 +524,7 @@ class Forwarder:
                 self._maintenance_at = now + MAINTENANCE_MS
                 if self.store.enforce_age():
                     self.plan.changed()
+                    self._rewind()
                     self.evicting = True
                 self.store.vacuum()
             if now - self._checkpoint_at >= self.settings["checkpoint_interval_s"] * 1000:

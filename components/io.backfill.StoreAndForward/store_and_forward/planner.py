@@ -56,6 +56,7 @@ class Planner:
         self.prepared: Optional[Prepared] = None
         self.waiting_since: Optional[int] = now - max_latency_ms if stored else None
         self._looked_at: Optional[int] = None
+        self.too_large: list = []          # row ids that fit in no batch: the loop dead-letters them
 
     # -- what happened ----------------------------------------------------------------------
     def timing(self, max_latency_ms: int, commit_wait_ms: int) -> None:
@@ -127,13 +128,15 @@ class Planner:
         builder: Optional[packer.BatchBuilder] = None
         live_id = None
         if live is not None and live.id > self.live_upto and live.id not in in_flight \
-                and not (held is not None and held(live)):
+                and not (held is not None and held(live)) and live.id not in self.too_large:
             builder = packer.BatchBuilder(live.device, capacity)
-            builder.add(live.reading(), tag=live.id)
-            live_id = live.id
+            if self._fits(builder, live):
+                live_id = live.id
+            else:
+                builder = None
         cursor, moving, other_device = self.cursor, True, False
         for row in rows:
-            if row.id in in_flight or row.id == live_id:
+            if row.id in in_flight or row.id == live_id or row.id in self.too_large:
                 if moving:
                     cursor = row.id + 1
                 continue
@@ -145,7 +148,12 @@ class Planner:
                 continue
             if builder is None:
                 builder = packer.BatchBuilder(row.device, capacity)
-            if not builder.add(row.reading(), tag=row.id):
+                if not self._fits(builder, row):
+                    builder = None
+                    if moving:
+                        cursor = row.id + 1
+                    continue
+            elif not builder.add(row.reading(), tag=row.id):
                 break
             if moving:
                 cursor = row.id + 1
@@ -164,12 +172,22 @@ class Planner:
     def probe(self, latest: Iterable, capacity: int, in_flight: set, stored: int) -> Optional[Prepared]:
         """One small message to learn whether the link is back: the newest reading not in
         flight, alone (`latest`: newest first). None: every recent one is in flight."""
-        row = next((r for r in latest if r.id not in in_flight), None)
-        if row is None:
-            return None
-        builder = packer.BatchBuilder(row.device, capacity)
-        reading = row.reading()
-        builder.add(reading, tag=row.id)
-        keep = reading.get("clock_synced") is False
-        return Prepared(builder.build(), "probe", self.generation, keep=keep, commits=self.commits,
-                        drained=not keep and stored - len(in_flight) <= 1)
+        for row in latest:
+            if row.id in in_flight or row.id in self.too_large:
+                continue
+            builder = packer.BatchBuilder(row.device, capacity)
+            if not self._fits(builder, row):
+                continue
+            keep = row.reading().get("clock_synced") is False
+            return Prepared(builder.build(), "probe", self.generation, keep=keep, commits=self.commits,
+                            drained=not keep and stored - len(in_flight) <= 1)
+        return None
+
+    def _fits(self, builder: packer.BatchBuilder, row) -> bool:
+        """Add `row` to an empty builder; False (and noted in too_large) when it fits in no batch."""
+        try:
+            builder.add(row.reading(), tag=row.id)
+            return True
+        except packer.TooLarge:
+            self.too_large.append(row.id)
+            return False

@@ -138,6 +138,36 @@ def body_of(reading: dict) -> str:
     return json.dumps({k: v for k, v in reading.items() if k not in BODY_SKIP}, separators=(",", ":"))
 
 
+def salvage(path: Path) -> tuple[list[tuple], int]:
+    """(every reading row still readable in a damaged database, the highest id seen there):
+    a range of ids at a time, one by one in a range that fails."""
+    rows: list[tuple] = []
+    top = 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows, top
+    select = "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id >= ? AND id < ?"
+    try:
+        for query in ("SELECT MAX(id) FROM readings", "SELECT seq FROM sqlite_sequence WHERE name = 'readings'"):
+            try:
+                top = max(top, (conn.execute(query).fetchone() or [0])[0] or 0)
+            except sqlite3.Error:
+                pass
+        for low in range(0, top + 1, _CHUNK):
+            try:
+                rows += conn.execute(select, [low, low + _CHUNK]).fetchall()
+            except sqlite3.Error:
+                for rid in range(low, low + _CHUNK):
+                    try:
+                        rows += conn.execute(select, [rid, rid + 1]).fetchall()
+                    except sqlite3.Error:
+                        continue
+    finally:
+        conn.close()
+    return rows, top
+
+
 class Store:
     def __init__(self, config: StoreConfig, clock) -> None:
         self.config = config
@@ -149,6 +179,7 @@ class Store:
         self._marks: dict[tuple, Watermark] = {}
         self._given_up: dict[tuple, int] = {}
         self._stale: dict[tuple, int] = {}      # runs re-timed in chunks: their new offset
+        self._dirty_marks = False               # watermarks not yet saved in full (after a set-aside)
         self.set_aside_files: list[Path] = []
         problem = None
         try:
@@ -167,11 +198,13 @@ class Store:
         found = [row[0] for row in self.db.execute("PRAGMA quick_check(5)").fetchall()]
         return None if found == ["ok"] else "; ".join(found)
 
-    def set_aside(self, reason: str) -> Path:
+    def set_aside(self, reason: str, min_id: int = 0) -> Path:
         """The file is damaged: move it (and its WAL) aside with a timestamp, never delete it,
-        and go on in a new database. What this store knew in memory (watermarks, counters)
-        carries over, so acknowledgements go on; the readings in the old file stay there,
-        counted in set_aside_readings."""
+        and go on in a new database. Every reading that can still be read from it is copied
+        over (with its id); the others stay in the old file, counted in set_aside_readings.
+        What this store knew in memory carries over: the counters and each run's watermark
+        (its `acked` only: readings it held above a gap are gone with the file, and the sensor
+        still holds them). Row ids go on above the old ones and `min_id`."""
         path = Path(self.config.path)
         try:
             self.db.close()
@@ -186,19 +219,33 @@ class Store:
             source = Path(str(path) + suffix)
             if source.exists():
                 os.replace(source, Path(str(target) + suffix))
-        counters, marks, given_up, lost = dict(self.counters), dict(self._marks), dict(self._given_up), self.count
-        log.error("the database %s is damaged (%s): moved aside to %s (kept, not deleted) with %d readings "
-                  "it held; going on with a new database", path, reason, target.name, lost)
+        counters, given_up, held = dict(self.counters), dict(self._given_up), self.count
+        marks = {key: Watermark(mark.acked) for key, mark in self._marks.items()}
         self._open()
+        rows, top = salvage(target)
         self.counters = counters
-        self.counters["set_aside"] += 1
-        self.counters["set_aside_readings"] += lost
-        self._marks.update(marks)
-        self._given_up.update(given_up)
-        with self.db.atomic():
-            for key, mark in self._marks.items():
-                self._save_run(key, mark, self._given_up.get(key, 0))
-            self._save_meta(self.counters, self.count)
+        self._marks, self._given_up = marks, given_up
+        try:
+            with self.db.atomic():
+                for start in range(0, len(rows), _CHUNK):
+                    self.db.conn.executemany(
+                        "INSERT OR IGNORE INTO readings (id, device, run, seq, t, mono, t_orig, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows[start:start + _CHUNK])
+                self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
+                self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)",
+                                [max(top, min_id)])
+                self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+                self.counters["set_aside"] += 1
+                self.counters["set_aside_readings"] += max(0, held - self.count)
+                for key, mark in self._marks.items():
+                    self._save_run(key, mark, self._given_up.get(key, 0))
+                self._save_meta(self.counters, self.count)
+        except sqlite3.Error as error:       # the new file could not take it all: saved again later
+            log.warning("could not write the new database in full (%s); retrying with the next commits", error)
+            self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+            self._dirty_marks = True
+        log.error("the database %s is damaged (%s): moved aside to %s (kept, not deleted); %d of the %d "
+                  "readings it held copied to a new database", path, reason, target.name, self.count, held)
         self.set_aside_files.append(target)
         return target
 
@@ -286,6 +333,9 @@ class Store:
                 retimer_before[key] = self.retimer.state(key)
             return marks[key]
 
+        if self._dirty_marks:
+            for key in list(self._marks):
+                mark_of(key)
         room = self._room(len(readings))
         for reading in readings:
             key = (reading["device"], reading["run"])
@@ -358,6 +408,7 @@ class Store:
                 raise DiskFull(str(error)) from error
             raise
         self.counters, self.count = counters, count - evicted
+        self._dirty_marks = False
         self.dead_count = self.dead_count + len(dead) - dead_gone
         for key in touched:
             self._marks[key] = marks[key]
@@ -547,6 +598,28 @@ class Store:
             rows += [self._row(v) for v in self.db.execute(
                 f"SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id IN ({marks})", chunk)]
         return sorted(rows, key=lambda r: r.id)
+
+    def to_dead_letters(self, ids: Iterable[int], reason: str) -> int:
+        """Move stored readings to the dead letters (readings that no batch can carry)."""
+        rows = self.get(ids)
+        if not rows:
+            return 0
+        try:
+            with self.db.atomic():
+                for row in rows:
+                    raw = json.dumps(dict(row.reading(), device=row.device), separators=(",", ":")).encode()
+                    self._insert_dead(DeadLetter("(stored)", raw, reason, (row.device, row.run, row.seq)))
+                self.db.execute(f"DELETE FROM readings WHERE id IN ({','.join('?' * len(rows))})",
+                                [row.id for row in rows])
+                counters = dict(self.counters, dead_lettered=self.counters["dead_lettered"] + len(rows))
+                self._save_meta(counters, self.count - len(rows))
+        except sqlite3.Error as error:
+            if is_storage_error(error):
+                raise DiskFull(str(error)) from error
+            raise
+        self.counters, self.count = counters, self.count - len(rows)
+        self.dead_count += len(rows)
+        return len(rows)
 
     def match(self, device: str, keys: Iterable[tuple]) -> list[int]:
         """Row ids of stored readings equal to (run, seq, t) of `device` (an echo we cannot

@@ -86,3 +86,18 @@ def test_a_days_journal_loads_in_linear_time(tmp_path):
     assert len(path.read_text().splitlines()) == 3600
     # quadratic (a copy of the holder per line) took 14 s here, against a baseline of about 0.3 s
     assert elapsed < 10 * baseline + 0.5, f"start took {elapsed:.2f} s against a baseline of {baseline:.2f} s"
+
+
+def test_a_torn_last_line_does_not_take_the_next_reading_with_it(tmp_path):
+    """A crash cut the last line, and the compaction at start failed (a full disk): the
+    next append was glued onto the fragment and lost with it at the next load."""
+    path = tmp_path / "unacked.jsonl"
+    journal = Journal(path)
+    journal.append({"run": "0badcafe", "seq": 1})
+    journal.close()
+    with open(path, "a") as f:
+        f.write('{"run": "0badcafe", "se')                       # torn by a SIGKILL
+    again = Journal(path)
+    again.append({"run": "0badcafe", "seq": 2})
+    again.close()
+    assert [r["seq"] for r in Journal(path).load()] == [1, 2]
