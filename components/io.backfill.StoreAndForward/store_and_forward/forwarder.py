@@ -21,6 +21,7 @@ max_latency_ms (minus the commit wait); a full one goes at once, within the rate
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sqlite3
@@ -48,6 +49,7 @@ SHADOW_LIMIT = 7_680            # bytes of the update document (ShadowManager's 
 LATEST_KEYS = ("run", "seq", "t", "status", "temperature", "temperature_raw", "humidity", "pressure",
                "gas_resistance", "heat_stable", "cpu_temperature", "clock_synced", "correction")
 SCAN_PAGE = 500
+DEAD_EVERY_MS = 1_000           # dead letters go to IoT Core one a second at most
 RESERVED = ("t_orig", "batch", "v", "fields", "rows", "common", "mono_lag", "t_base", "mono_offset")   # the store's and the batch format's names
 
 
@@ -79,6 +81,15 @@ def _dumped(payload: object) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode()   # NaN shown as it came, in a dead letter
     except (TypeError, ValueError):
         return repr(payload).encode(errors="replace")
+
+
+def dead_letter_message(letter: dict, key: str, thing: str) -> bytes:
+    """A dead letter as forwarded: what arrived (base64, as kept), why, and when."""
+    identity = {"device": letter["device"], "run": letter["run"], "seq": letter["seq"]} \
+        if letter.get("run") is not None else None
+    return strictjson.dumps({"v": 1, "device": thing, "dead_letter": key, "at": letter["at"],
+                             "topic": letter["topic"], "reason": letter["reason"], "size": letter["size"],
+                             "identity": identity, "raw": base64.b64encode(letter["raw"] or b"").decode()}).encode()
 
 
 def _raw(payload: object) -> bytes:
@@ -122,6 +133,8 @@ class Forwarder:
         self._checkpoint_at = now
         self.ledger: Optional[Ledger] = None
         self._more = False
+        self._dead_flight: Optional[tuple] = None       # (letter id, key, payload, sent ms): one at a time
+        self._dead_at = 0
         self.settings: dict = {}
         self.configure(settings)
 
@@ -133,6 +146,7 @@ class Forwarder:
         self.settings = s
         self.topic = expand(s["iot_topic"], self.thing)
         self.rule_topic = expand(s["rule_ack_topic"], self.thing)
+        self.dead_topic = expand(s["dead_letter_topic"], self.thing)
         self.capacity = packer.capacity(s["max_payload_bytes"], self.topic, s["billing_unit_bytes"])
         self.commit_wait_ms = min(s["commit_interval_ms"], s["max_latency_ms"] // 2)
         self.rate = RatePlan(s["max_publishes_per_s"], s["max_bytes_per_s"],
@@ -166,6 +180,11 @@ class Forwarder:
         """The IoT Core topic to subscribe to for confirmations (None: confirm spooled)."""
         return {"echo": self.topic, "rule": self.rule_topic}.get(self.settings["confirm"])
 
+    def iot_topics(self) -> list[str]:
+        """Every IoT Core topic to subscribe to: the confirmations', and the dead letters' echo."""
+        confirm = self.confirm_topic()
+        return [] if confirm is None else [confirm, self.dead_topic]
+
     def iot_subscribed(self, topic: str) -> None:
         self._subscribed.add(topic)
 
@@ -192,7 +211,9 @@ class Forwarder:
                 return
         if self._fast is None or not self._fast(doc):
             errors, extras = contracts.check_tolerant(CONTRACT, doc, reserved=RESERVED)
-            if extras:              # a newer correction added fields: stored and forwarded with them
+            if extras and len(_raw(payload)) > limit:
+                errors = [f"too large with fields the contract does not know ({', '.join(extras)})"]
+            elif extras:            # a newer correction added fields: stored and forwarded with them
                 self.problems.add("extra fields " + ",".join(extras)[:80],
                                   f"readings carry fields the contract does not know ({', '.join(extras)}): "
                                   "stored and forwarded with them")
@@ -222,8 +243,7 @@ class Forwarder:
                               "taken (not acknowledged: the sensor sends it again)")
             self.store.add_counts(dead_dropped=1)
             return
-        self._dead.append(DeadLetter(topic, bytes(raw[:self.settings["dead_letter_max_bytes"]]), reason,
-                                     identity_of(doc)))
+        self._dead.append(DeadLetter(topic, bytes(raw), reason, identity_of(doc)))   # at most max_message_bytes
         self._queue(None, now)
 
     def _queue(self, reading: Optional[dict], now: int) -> None:
@@ -306,6 +326,7 @@ class Forwarder:
         min_id = max([self.plan.live_upto, self.plan.cursor, *ids])
         # first: whatever set_aside meets, no old batch may confirm (delete) rows of the new file
         self.ledger.forget(lambda entry: True)
+        self._dead_flight = None
         self.plan = Planner(self.settings["max_latency_ms"], self.commit_wait_ms, stored=True, now=self.clock.mono_ms())
         self._state = None                 # report it at once
         path = self.store.set_aside(str(error), min_id=min_id)
@@ -315,6 +336,16 @@ class Forwarder:
     def _on_iot(self, topic: str, payload: bytes) -> None:
         now = self.clock.mono_ms()
         mode = self.settings["confirm"]
+        if topic == self.dead_topic and topic != self.topic:
+            self.ledger.heard(now)
+            try:
+                key = json.loads(payload).get("dead_letter")
+            except (ValueError, AttributeError, UnicodeDecodeError):
+                return
+            if self._dead_flight is not None and key == self._dead_flight[1]:
+                self.store.forwarded_dead_letter(self._dead_flight[0])
+                self._dead_flight = None
+            return
         if mode == "echo" and topic == self.topic:
             doc = packer.batch_of(payload)
             if doc is None:
@@ -364,6 +395,7 @@ class Forwarder:
                 self.commit(now)
         try:
             self._forward(now)
+            self._forward_dead(now)
             self._upkeep(now)
             self._retime(now)
         except sqlite3.DatabaseError as error:
@@ -478,9 +510,40 @@ class Forwarder:
                 self._rewind()
         return True
 
-    def _publish(self, payload: bytes, now: int) -> bool:
+    def _forward_dead(self, now: int) -> None:
+        """The oldest dead letter to IoT Core on dead_letter_topic, one a second at most, one
+        in flight; it is deleted when its echo comes back (or, confirm spooled, once sent)."""
+        spooled = self.settings["confirm"] == "spooled"
+        if now < self._dead_at or now < self._retry_at:
+            return
+        if not spooled and (self.dead_topic not in self._subscribed or self.ledger.link != ONLINE):
+            return
+        flight = self._dead_flight
+        if flight is not None:
+            if now - flight[3] < self.ledger.confirm_timeout_ms:
+                return
+            letter_id, key, payload = flight[0], flight[1], flight[2]
+        else:
+            letter = self.store.next_dead_letter() if self.store.dead_count > 0 else None
+            if letter is None:
+                return
+            letter_id, key = letter["id"], f"{letter['at']}-{letter['id']}"
+            payload = dead_letter_message(letter, key, self.thing)
+        nbytes = len(payload) + len(self.dead_topic)
+        if self.rate.wait_ms(now, nbytes):
+            return
+        if not self._publish(payload, now, self.dead_topic):
+            return
+        self.rate.take(now, nbytes)
+        self._dead_at = now + DEAD_EVERY_MS
+        if spooled:
+            self.store.forwarded_dead_letter(letter_id)
+        else:
+            self._dead_flight = (letter_id, key, payload, now)
+
+    def _publish(self, payload: bytes, now: int, topic: Optional[str] = None) -> bool:
         try:
-            self.port.publish_iot(self.topic, payload)
+            self.port.publish_iot(topic or self.topic, payload)
         except Exception as error:
             self.store.add_counts(publish_errors=1)
             self.problems.add(f"publish {type(error).__name__}", f"PublishToIoTCore refused a batch: {error}")
@@ -591,6 +654,9 @@ class Forwarder:
         if self.plan.prepared is not None:
             times.append(now + max(1, self.rate.wait_ms(now, len(self.plan.prepared.batch.payload) + len(self.topic))))
         times.append(self._retry_at)
+        if self.store.dead_count > 0 or self._dead_flight is not None:
+            times.append(max(self._dead_at, self._dead_flight[3] + self.ledger.confirm_timeout_ms
+                             if self._dead_flight else self._dead_at))
         if self._holding:
             times.append(self._hold_anchor + int(self.settings["unsynced_hold_s"] * 1000))
         future = [t for t in times if t > now]

@@ -97,17 +97,23 @@ class Runner:
         if topic not in self._local:
             self.ipc.subscribe(topic, self.inbox.put_for("reading:" + topic))
             self._local.add(topic)
-        iot = fwd.confirm_topic()
-        if iot is not None and iot not in self._iot:
-            self._iot.add(iot)
-            threading.Thread(target=self._subscribe_iot, args=(iot,), name=f"subscribe {iot}", daemon=True).start()
+        for iot in fwd.iot_topics():
+            if iot not in self._iot:
+                self._iot.add(iot)
+                threading.Thread(target=self._subscribe_iot, args=(iot,), name=f"subscribe {iot}",
+                                 daemon=True).start()
 
     def _subscribe_iot(self, topic: str) -> None:
         attempt = 0
         while not self._stop.is_set():
+            answered: list = []              # a stream that was never answered closing means nothing
+
+            def closed(answered=answered) -> None:
+                if answered:
+                    self.inbox.put(Message("iot-closed", topic, b""))
             try:
-                self.ipc.subscribe_iot(topic, self.inbox.put_for("iot"),
-                                       on_closed=lambda: self.inbox.put(Message("iot-closed", topic, b"")))
+                self.ipc.subscribe_iot(topic, self.inbox.put_for("iot"), on_closed=closed)
+                answered.append(True)
             except Exception as error:
                 delay = SUBSCRIBE_RETRY_S[min(attempt, len(SUBSCRIBE_RETRY_S) - 1)]
                 log.warning("SubscribeToIoTCore %s failed (%s); retrying in %s s", topic, error, delay)

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 COUNTERS = ("received", "stored", "duplicates", "sent", "resent", "confirmed", "evicted", "rejected",
             "dead_lettered", "given_up", "retimed", "batches", "units", "publish_errors", "storage_errors",
-            "set_aside", "set_aside_readings", "dead_evicted", "dead_dropped")
+            "set_aside", "set_aside_readings", "dead_evicted", "dead_dropped",
+            "dead_forwarded")
 PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (a clock not set yet)
 BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -598,6 +599,20 @@ class Store:
             rows += [self._row(v) for v in self.db.execute(
                 f"SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id IN ({marks})", chunk)]
         return sorted(rows, key=lambda r: r.id)
+
+    def next_dead_letter(self) -> Optional[dict]:
+        """The oldest dead letter, to forward (None when there is none)."""
+        rows = list(self.db.query("SELECT * FROM dead_letters ORDER BY id LIMIT 1"))
+        return rows[0] if rows else None
+
+    def forwarded_dead_letter(self, letter_id: int) -> None:
+        """IoT Core has this dead letter: it may go."""
+        with self.db.atomic():
+            gone = self.db.execute("DELETE FROM dead_letters WHERE id = ?", [letter_id]).rowcount
+            if gone:
+                self.counters["dead_forwarded"] += 1
+                self._save_meta(self.counters, self.count)
+        self.dead_count -= gone
 
     def to_dead_letters(self, ids: Iterable[int], reason: str) -> int:
         """Move stored readings to the dead letters (readings that no batch can carry)."""

@@ -64,13 +64,15 @@ class Harness:
         self.overrides = overrides
         self.store = Store(StoreConfig(path), self.clock)
         self.fwd = Forwarder(self.store, self.port, self.clock, settings(**overrides), THING)
-        if subscribe and self.fwd.confirm_topic():
-            self.fwd.iot_subscribed(self.fwd.confirm_topic())
+        if subscribe:
+            for topic in self.fwd.iot_topics():
+                self.fwd.iot_subscribed(topic)
         self.link_up = True
         self.echo = True
         self.spool: list[tuple[str, bytes]] = []
         self.cloud: dict[tuple, dict] = {}        # (device, run, seq) -> the reading last received
         self.deliveries: list[dict] = []          # every batch document received, in order
+        self.dead_letters: dict[str, dict] = {}   # dead letters received, by key
         self._seen = 0
 
     def feed(self, readings) -> None:
@@ -94,6 +96,11 @@ class Harness:
         spool, self.spool = self.spool, []
         for topic, payload in spool:
             doc = json.loads(payload)
+            if "dead_letter" in doc:
+                self.dead_letters[doc["dead_letter"]] = doc
+                if self.echo:
+                    self.fwd.on_iot(topic, payload)
+                continue
             self.deliveries.append(doc)
             for reading in packer.decode(doc):
                 self.cloud[(reading["device"], reading["run"], reading["seq"])] = reading
@@ -113,6 +120,6 @@ class Harness:
             self.fwd.close()
         self.store = Store(StoreConfig(self.path), self.clock)
         self.fwd = Forwarder(self.store, self.port, self.clock, settings(**self.overrides), THING)
-        if self.fwd.confirm_topic():
-            self.fwd.iot_subscribed(self.fwd.confirm_topic())
+        for topic in self.fwd.iot_topics():
+            self.fwd.iot_subscribed(topic)
         self._seen = len(self.port.published)

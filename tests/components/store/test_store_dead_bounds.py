@@ -32,3 +32,34 @@ def test_dead_letters_waiting_while_the_disk_is_full_are_bounded(tmp_path):
     h.store.db.execute("PRAGMA max_page_count=1073741823")
     h.step(1000, n=7)
     assert not h.fwd.disk_full and h.fwd._dead == []
+
+
+def test_every_dead_letter_reaches_the_cloud_before_it_is_deleted(tmp_path):
+    """The heart issue, item 6: what was acknowledged always reaches the cloud in some form."""
+    import base64
+    h = Harness(tmp_path / "store.db", max_message_bytes=16384)
+    h.link_up = False
+    h.feed([b"\xff not json", poison(1), corrected(2), dict(corrected(3), temperature=float("nan"))])
+    h.step(1000, n=5)
+    assert len(h.store.dead_letters()) == 3 and h.dead_letters == {}          # offline: kept
+    h.link_up = True
+    h.step(100, n=600)
+    assert h.store.dead_letters() == [] and h.store.counters["dead_forwarded"] == 3
+    reasons = sorted(d["reason"].split(":")[0] for d in h.dead_letters.values())
+    assert reasons == ["contract", "contract", "not JSON"]
+    raws = {base64.b64decode(d["raw"]) for d in h.dead_letters.values()}
+    assert b"\xff not json" in raws
+    assert {d["identity"]["seq"] for d in h.dead_letters.values() if d["identity"]} >= {1}
+
+
+def test_a_dead_letter_whose_echo_is_lost_is_sent_again_and_kept_meanwhile(tmp_path):
+    h = Harness(tmp_path / "store.db", max_message_bytes=16384)
+    h.feed([corrected(0)])
+    h.step(100, n=50)                                    # online
+    h.echo = False
+    h.feed([poison(1)])
+    h.step(100, n=50)
+    assert len(h.dead_letters) == 1 and len(h.store.dead_letters()) == 1      # sent, not yet confirmed
+    h.echo = True
+    h.step(1000, n=40)                                   # the confirmation time-out: sent again
+    assert h.store.dead_letters() == [] and h.store.counters["dead_forwarded"] == 1

@@ -26,7 +26,8 @@ CONFIG = {"commit_interval_ms": 50, "max_latency_ms": 200, "confirm_timeout_s": 
                   "resources": ["backfill/readings/corrected", "backfill/acks", f"{SHADOW}/update/documents"]}},
               "aws.greengrass.ipc.mqttproxy": {f"{COMPONENT}:mqttproxy:1": {
                   "operations": ["aws.greengrass#PublishToIoTCore", "aws.greengrass#SubscribeToIoTCore"],
-                  "resources": ["dt/backfill/{iot:thingName}/readings", TOPIC]}}}}
+                  "resources": ["dt/backfill/{iot:thingName}/readings", TOPIC,
+                                "dt/backfill/{iot:thingName}/dead-letters"]}}}}
 PRODUCER = {"accessControl": {"aws.greengrass.ipc.pubsub": {"p": {"operations": ["*"], "resources": ["*"]}}}}
 
 

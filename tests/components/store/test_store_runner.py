@@ -28,6 +28,7 @@ class FakeIpc:
         self.lock = threading.Lock()
         self.on_config = None
         self.on_shadow = None
+        self.iot_closed = {}
 
     def get_configuration(self):
         return dict(self.config)
@@ -55,7 +56,7 @@ class FakeIpc:
 
     def subscribe_iot(self, topic, callback, qos=1, on_closed=None):
         self.iot[topic] = callback
-        self.iot_closed = on_closed
+        self.iot_closed[topic] = on_closed
 
     def publish_iot(self, topic, payload, qos=1):
         with self.lock:
@@ -135,7 +136,7 @@ def test_a_closed_iot_core_subscription_is_made_again_and_forwarding_goes_on(tmp
         topic = f"dt/backfill/{THING}/readings"
         wait_for(lambda: topic in ipc.iot, message="the first subscription")
         first = ipc.iot.pop(topic)
-        ipc.iot_closed()                                    # the core ended the stream
+        ipc.iot_closed[topic]()                             # the core ended the stream
         wait_for(lambda: topic in ipc.iot, message="a new subscription")
         assert ipc.iot[topic] is not first
         deliver = ipc.local["backfill/readings/corrected"]
