@@ -41,6 +41,7 @@ CONFIG_SCHEMA = "config-sensor"
 VALUE_KEYS = ("temperature", "humidity", "pressure", "gas_resistance", "heat_stable")
 IDLE_S = 1.0
 JOURNAL_SLACK = 200             # lines beyond what is held before the journal is compacted
+CONFIG_RETRY_S = 5.0            # a failed GetConfiguration is tried again this often
 
 
 class Runner:
@@ -67,6 +68,7 @@ class Runner:
         self.published = 0
         self.given_up_earlier = 0              # earlier runs' readings given up, once their holder is gone
         self._config_pending = False
+        self._config_retry_at = 0.0
         self._subscribed: set[str] = set()
         self._report_pending = False
         self._status: Optional[str] = None
@@ -300,11 +302,12 @@ class Runner:
             self._subscribed.add(topic)
 
     def _report(self) -> None:
-        if self._config_pending and self._report_pending:
+        now_s = self.clock.mono_ms() / 1000
+        if self._config_pending and now_s >= self._config_retry_at:
+            self._config_retry_at = now_s + CONFIG_RETRY_S
             config = self._read_configuration()
             if config is not None:
                 self._apply(config=config)
-        now_s = self.clock.mono_ms() / 1000
         problems = self.problems.to_report(now_s)
         if not self._report_pending and problems is None:
             return

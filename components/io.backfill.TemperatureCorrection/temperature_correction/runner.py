@@ -102,12 +102,13 @@ class Runner:
         try again RETRY_S later (ShadowManager limits the requests per second)."""
         if self.problems.to_report(self.clock()) is not None:
             self._report_pending = True
-        if (self._shadow_pending or self._report_pending) and self.clock() >= self._retry_at:
+        owed = self._shadow_pending or self._report_pending or self._config_pending
+        if owed and self.clock() >= self._retry_at:
             if self._config_pending:
                 config = self._read_configuration()
                 if config is not None:
                     self._apply(config=config)
-            if not (self._read_shadow() and self._report()):
+            if not (self._read_shadow() and self._report()) or self._config_pending:
                 self._retry_at = self.clock() + RETRY_S
 
     # -- readings ------------------------------------------------------------------------

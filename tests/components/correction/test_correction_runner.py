@@ -303,3 +303,28 @@ def test_run_handles_messages_from_other_threads_until_stopped(ipc):
 ])
 def test_desired_section(document, section):
     assert desired_section(document) == section
+
+
+def test_an_ipc_error_reading_the_configuration_is_survived_counted_reported_and_read_again():
+    """The heart issue, item 3: GetConfiguration failing at start (or on a change) ended the
+    process; three restarts later Greengrass marked it BROKEN."""
+    clock = Clock()
+    ipc = MemoryIpc(config={"factor": 3.0})
+    real = ipc.get_configuration
+    failing = [True]
+
+    def get_configuration():
+        if failing[0]:
+            raise ConnectionError("GetConfiguration: the core is restarting")
+        return real()
+    ipc.get_configuration = get_configuration
+    runner = Runner(ipc, Corrector(), clock=clock)
+    runner.start()                                                # does not raise
+    ipc.deliver(reading(0))
+    drain(runner)
+    assert [d["seq"] for d in ipc.corrected()] == [0]             # correcting with the defaults
+    assert runner.problems.counts["configuration read ConnectionError"] >= 1
+    failing[0] = False
+    clock.now += RETRY_S
+    runner.maintain()                                             # read again with the next upkeep
+    assert runner.corrector.params.factor == 3.0

@@ -97,3 +97,26 @@ def test_every_stored_reading_is_sent_once_the_link_is_up(ops):
     arrived = set(seqs(h))
     missing = [x for x in range(acked + 1) if x not in arrived]
     assert not missing, f"acknowledged but not in the cloud: {missing[:10]}"
+
+
+def test_switching_confirm_to_spooled_live_sends_what_was_waiting_for_an_echo(tmp_path):
+    """The heart issue, item 10: batches in flight waited for an echo that no longer came."""
+    h = Harness(tmp_path / "store.db")
+    h.feed([corrected(0)])
+    h.step(100, n=50)
+    h.echo = False
+    h.feed(corrected(i) for i in range(1, 50))
+    h.step(100, n=50)
+    assert len(h.fwd.ledger) > 0 and h.store.count > 0              # in flight, unconfirmed
+    h.fwd.configure(dict(h.fwd.settings, confirm="spooled"))
+    h.step(100, n=50)
+    assert h.store.count == 0 and missing_in(h, range(50)) == []
+
+
+def missing_in(h, seqs):
+    arrived = set(seqs_of(h))
+    return [s for s in seqs if s not in arrived]
+
+
+def seqs_of(h):
+    return sorted(seq for (_, r, seq) in h.cloud if r == RUN)
