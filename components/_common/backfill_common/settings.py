@@ -9,12 +9,15 @@ configuration, then the shadow's desired.<section> (per-device overrides). Pure.
 Every key is checked on its own against its property in the schema: a bad value is
 refused with its key and the allowed range, and the last good value of that key stays.
 Keys the schema does not know are reported once (accessControl is Greengrass's own).
+`together(effective)` (optional) checks keys against each other: it returns (keys, why)
+for each rule broken, and the keys of that rule keep their last good values.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import jsonschema
 
@@ -49,8 +52,10 @@ def allowed(prop: dict) -> str:
 
 
 class Settings:
-    def __init__(self, schema_name: str, section: str) -> None:
+    def __init__(self, schema_name: str, section: str,
+                 together: Optional[Callable[[dict], list]] = None) -> None:
         schema = contracts.schema_of(schema_name)
+        self.together = together
         self.section = section
         self.properties: dict[str, dict] = schema["properties"]
         self.defaults = {key: prop["default"] for key, prop in self.properties.items() if "default" in prop}
@@ -86,6 +91,18 @@ class Settings:
                     errors.append(f"{origin}: {why}; keeping {self.effective.get(key)!r}")
                     if key in self.effective:
                         new[key] = self.effective[key]
+        for _ in range(4):                # a rule broken: its keys keep their last good values
+            broken = self.together(new) if self.together is not None else []
+            if not broken:
+                break
+            for keys, why in broken:
+                values = ", ".join(f"{k} {new.get(k)!r}" for k in keys)
+                kept = ", ".join(f"{k} {self.effective.get(k)!r}" for k in keys)
+                errors.append(f"{values}: {why}; keeping {kept}")
+                for key in keys:
+                    new[key] = self.effective.get(key, self.defaults.get(key))
+            if new == self.effective:
+                break
         changed = {k for k in set(new) | set(self.effective) if new.get(k) != self.effective.get(k)}
         fresh = [e for e in errors if e not in self.problems]
         self.effective, self.problems = new, errors

@@ -49,6 +49,20 @@ class IpcPort:
         self.ipc.update_shadow(SHADOW, {"state": {"reported": {"store": section}}})
 
 
+def consistent(s: dict) -> list:
+    """The store's settings checked against each other: (keys, why) for each rule broken.
+    (A reading too large for max_payload_bytes is dead-lettered when it is packed.)"""
+    broken = []
+    if s["commit_interval_ms"] > max(s["max_latency_ms"], 1000):
+        broken.append((("commit_interval_ms", "max_latency_ms"),
+                       "a reading would wait longer for its group commit than max_latency_ms allows "
+                       "(commit_interval_ms at most max(max_latency_ms, 1000))"))
+    if s["billing_unit_bytes"] > s["max_payload_bytes"]:
+        broken.append((("billing_unit_bytes", "max_payload_bytes"),
+                       "a billing unit larger than a batch (billing_unit_bytes at most max_payload_bytes)"))
+    return broken
+
+
 def desired_section(document: Optional[dict]) -> dict:
     """desired.forward of a shadow document ({} when absent)."""
     state = (document or {}).get("state") or {}
@@ -61,7 +75,7 @@ class Runner:
     def __init__(self, ipc, clock, work_dir: Path, port=None) -> None:
         self.ipc, self.clock, self.work_dir = ipc, clock, Path(work_dir)
         self.port = port if port is not None else IpcPort(ipc)
-        self.settings = Settings(CONFIG_SCHEMA, SECTION)
+        self.settings = Settings(CONFIG_SCHEMA, SECTION, together=consistent)
         self.inbox = Inbox()
         self.forwarder: Optional[Forwarder] = None
         self._local: set[str] = set()

@@ -23,6 +23,7 @@ on a power cut (never on a crash or SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 COUNTERS = ("received", "stored", "duplicates", "sent", "resent", "confirmed", "evicted", "rejected",
             "dead_lettered", "given_up", "retimed", "batches", "units", "publish_errors", "storage_errors",
             "set_aside", "set_aside_readings", "dead_evicted", "dead_dropped",
-            "dead_forwarded")
+            "dead_forwarded", "conflicts")
 PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (a clock not set yet)
 BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -135,6 +136,19 @@ def is_corruption(error: BaseException) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+DERIVED = ("temperature", "correction")     # computed by the correction: may differ between copies
+
+
+def same_reading(reading: dict, stored_t: int, stored_t_orig: Optional[int], stored_body: str) -> bool:
+    """Whether `reading` is a copy of the stored one: the same time and the same measured
+    values (the correction's own output may differ, if it restarted in between)."""
+    if reading["t"] not in (stored_t, stored_t_orig):
+        return False
+    body = json.loads(stored_body)
+    ours = {k: v for k, v in reading.items() if k not in BODY_SKIP and k not in DERIVED}
+    return ours == {k: v for k, v in body.items() if k not in DERIVED}
+
+
 def body_of(reading: dict) -> str:
     return json.dumps({k: v for k, v in reading.items() if k not in BODY_SKIP}, separators=(",", ":"))
 
@@ -182,22 +196,23 @@ class Store:
         self._stale: dict[tuple, int] = {}      # runs re-timed in chunks: their new offset
         self._dirty_marks = False               # watermarks not yet saved in full (after a set-aside)
         self.set_aside_files: list[Path] = []
-        problem = None
         try:
             self._open()
-            problem = self._integrity()
+            self._check_ends()
         except sqlite3.DatabaseError as error:
             if not is_corruption(error):
                 raise
-            problem = str(error)
-        if problem is not None:
-            self.set_aside(problem)
+            self.set_aside(str(error))
 
     # -- opening -------------------------------------------------------------------------
-    def _integrity(self) -> Optional[str]:
-        """None if PRAGMA quick_check finds the file sound, else what it found."""
-        found = [row[0] for row in self.db.execute("PRAGMA quick_check(5)").fetchall()]
-        return None if found == ["ok"] else "; ".join(found)
+    def _check_ends(self) -> None:
+        """Raise SQLITE_CORRUPT/NOTADB if the file is damaged where open can tell. Cheap, so that start-up
+        stays immediate with any backlog (PRAGMA quick_check reads every page): the header
+        and schema were read by _open, and here both ends of every table's b-tree (a
+        truncated file loses its last pages). Damage in between is met, and handled, later."""
+        for table in ("readings", "dead_letters", "runs", "meta"):
+            for order in ("ASC", "DESC"):
+                self.db.execute(f"SELECT * FROM {table} ORDER BY rowid {order} LIMIT 1").fetchall()
 
     def set_aside(self, reason: str, min_id: int = 0) -> Path:
         """The file is damaged: move it (and its WAL) aside with a timestamp, never delete it,
@@ -338,6 +353,7 @@ class Store:
             for key in list(self._marks):
                 mark_of(key)
         room = self._room(len(readings))
+        copies: list[dict] = []
         for reading in readings:
             key = (reading["device"], reading["run"])
             seq = reading["seq"]
@@ -346,6 +362,7 @@ class Store:
                 held[key] = max(held.get(key, -1), reading["held_from"])
             if mark.has(seq):
                 result.duplicates += 1
+                copies.append(reading)
                 continue
             mark.add(seq)
             if room is not None and room <= 0:
@@ -360,6 +377,9 @@ class Store:
                             "mono": reading["mono"], "t_orig": decision.t_orig, "body": body_of(reading)})
             if decision.t_orig is not None:
                 result.retimed += 1
+        conflicts = self._conflicts(copies)
+        result.duplicates -= len(conflicts)
+        dead += conflicts
         for letter in dead:
             if letter.identity is not None:
                 device, run, seq = letter.identity
@@ -397,6 +417,7 @@ class Store:
                 counters["given_up"] += result.given_up
                 counters["retimed"] += result.retimed
                 counters["dead_lettered"] += len(dead)
+                counters["conflicts"] += len(conflicts)
                 counters["dead_evicted"] += dead_gone
                 self._save_meta(counters, count - evicted)
         except sqlite3.Error as error:
@@ -421,6 +442,30 @@ class Store:
             self.checkpoint()
         return result
 
+    def _conflicts(self, copies: list[dict]) -> list[DeadLetter]:
+        """Duplicates whose stored copy differs (first write wins): kept as dead letters for
+        inspection. A copy whose original has already been sent cannot be compared."""
+        out = []
+        by_run: dict[tuple, dict] = {}
+        for reading in copies:
+            by_run.setdefault((reading["device"], reading["run"]), {})[reading["seq"]] = reading
+        for (device, run), readings in by_run.items():
+            seqs = list(readings)
+            for start in range(0, len(seqs), _CHUNK):
+                chunk = seqs[start:start + _CHUNK]
+                rows = self.db.execute(f"SELECT seq, t, t_orig, body FROM readings WHERE device = ? AND run = ? "
+                                       f"AND seq IN ({','.join('?' * len(chunk))})", [device, run, *chunk])
+                for seq, t, t_orig, body in rows:
+                    reading = readings[seq]
+                    if not same_reading(reading, t, t_orig, body):
+                        raw = json.dumps(reading, separators=(",", ":")).encode()
+                        out.append(DeadLetter("(conflicting copy)", raw, f"conflict: ({device}, {run}, {seq}) is "
+                                              "stored with other values; the first one is kept", None))
+        if out:
+            log.warning("%d reading(s) arrived again with other values than the stored copy: kept as "
+                        "dead letters (counted in conflicts)", len(out))
+        return out
+
     def _room(self, incoming: int) -> Optional[int]:
         """How many new readings fit under reject_new (None: drop_oldest makes room)."""
         if self.config.full_policy != "reject_new":
@@ -436,23 +481,28 @@ class Store:
         if not self._stale:
             return 0
         key, offset = next(iter(self._stale.items()))
+        counters = dict(self.counters)
+        with self._transaction():
+            done = self.db.execute(
+                "UPDATE readings SET t_orig = COALESCE(t_orig, t), t = mono + ? WHERE id IN ("
+                "SELECT id FROM readings WHERE device = ? AND run = ? AND ABS(t - mono - ?) > ? LIMIT ?)",
+                [offset, key[0], key[1], offset, self.config.retime_threshold_ms, limit]).rowcount
+            counters["retimed"] += done
+            stale = {k: v for k, v in self._stale.items() if k != key or done == limit}
+            self._save_meta(counters, self.count, stale)
+        self.counters, self._stale = counters, stale
+        return done
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One transaction; a full or failing disk raises DiskFull (nothing of it kept)."""
         try:
             with self.db.atomic():
-                cursor = self.db.execute(
-                    "UPDATE readings SET t_orig = COALESCE(t_orig, t), t = mono + ? WHERE id IN ("
-                    "SELECT id FROM readings WHERE device = ? AND run = ? AND ABS(t - mono - ?) > ? LIMIT ?)",
-                    [offset, key[0], key[1], offset, self.config.retime_threshold_ms, limit])
-                done = cursor.rowcount
-                self.counters["retimed"] += done
-                if done < limit:
-                    del self._stale[key]
-                self._save_meta(self.counters, self.count)
+                yield
         except sqlite3.Error as error:
-            self._stale[key] = offset
             if is_storage_error(error):
                 raise DiskFull(str(error)) from error
             raise
-        return done
 
     @property
     def stale(self) -> int:
@@ -493,8 +543,8 @@ class Store:
                         [key[0], key[1], mark.acked, json.dumps(mark.above), offset, max_seq, given_up,
                          self.clock.wall_ms()])
 
-    def _save_meta(self, counters: dict, count: int) -> None:
-        stale = [[key[0], key[1], offset] for key, offset in self._stale.items()]
+    def _save_meta(self, counters: dict, count: int, stale: Optional[dict] = None) -> None:
+        stale = [[key[0], key[1], offset] for key, offset in (self._stale if stale is None else stale).items()]
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('counters', ?), ('rows', ?), ('stale', ?)",
                         [json.dumps(counters, separators=(",", ":")), str(count), json.dumps(stale)])
 
@@ -607,11 +657,12 @@ class Store:
 
     def forwarded_dead_letter(self, letter_id: int) -> None:
         """IoT Core has this dead letter: it may go."""
-        with self.db.atomic():
+        counters = dict(self.counters)
+        with self._transaction():
             gone = self.db.execute("DELETE FROM dead_letters WHERE id = ?", [letter_id]).rowcount
-            if gone:
-                self.counters["dead_forwarded"] += 1
-                self._save_meta(self.counters, self.count)
+            counters["dead_forwarded"] += gone
+            self._save_meta(counters, self.count)
+        self.counters = counters
         self.dead_count -= gone
 
     def to_dead_letters(self, ids: Iterable[int], reason: str) -> int:
@@ -619,20 +670,11 @@ class Store:
         rows = self.get(ids)
         if not rows:
             return 0
-        try:
-            with self.db.atomic():
-                for row in rows:
-                    raw = json.dumps(dict(row.reading(), device=row.device), separators=(",", ":")).encode()
-                    self._insert_dead(DeadLetter("(stored)", raw, reason, (row.device, row.run, row.seq)))
-                self.db.execute(f"DELETE FROM readings WHERE id IN ({','.join('?' * len(rows))})",
-                                [row.id for row in rows])
-                counters = dict(self.counters, dead_lettered=self.counters["dead_lettered"] + len(rows))
-                self._save_meta(counters, self.count - len(rows))
-        except sqlite3.Error as error:
-            if is_storage_error(error):
-                raise DiskFull(str(error)) from error
-            raise
-        self.counters, self.count = counters, self.count - len(rows)
+        with self._transaction():
+            for row in rows:
+                raw = json.dumps(dict(row.reading(), device=row.device), separators=(",", ":")).encode()
+                self._insert_dead(DeadLetter("(stored)", raw, reason, (row.device, row.run, row.seq)))
+            self._delete_ids([row.id for row in rows], "dead_lettered")     # nested: one transaction
         self.dead_count += len(rows)
         return len(rows)
 
@@ -654,20 +696,15 @@ class Store:
     def _delete_ids(self, ids: list, counter: str) -> int:
         if not ids:
             return 0
-        try:
-            with self.db.atomic():
-                gone = 0
-                for start in range(0, len(ids), _CHUNK):
-                    chunk = ids[start:start + _CHUNK]
-                    gone += self.db.execute(f"DELETE FROM readings WHERE id IN ({','.join('?' * len(chunk))})",
-                                            chunk).rowcount
-                counters = dict(self.counters)
-                counters[counter] += gone
-                self._save_meta(counters, self.count - gone)
-        except sqlite3.Error as error:
-            if is_storage_error(error):
-                raise DiskFull(str(error)) from error
-            raise
+        with self._transaction():
+            gone = 0
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                gone += self.db.execute(f"DELETE FROM readings WHERE id IN ({','.join('?' * len(chunk))})",
+                                        chunk).rowcount
+            counters = dict(self.counters)
+            counters[counter] += gone
+            self._save_meta(counters, self.count - gone)
         self.counters, self.count = counters, self.count - gone
         return gone
 
@@ -709,13 +746,8 @@ class Store:
                 for key, mark in self._marks.items()}
 
     def flush_counters(self) -> None:
-        try:
-            with self.db.atomic():
-                self._save_meta(self.counters, self.count)
-        except sqlite3.Error as error:
-            if is_storage_error(error):
-                raise DiskFull(str(error)) from error
-            raise
+        with self._transaction():
+            self._save_meta(self.counters, self.count)
 
     def close(self) -> None:
         try:

@@ -38,3 +38,19 @@ def test_bad_values_are_refused_with_their_range():
 def test_topics_expand_the_thing_name():
     assert expand("dt/backfill/{thing}/readings", "pi-1") == "dt/backfill/pi-1/readings"
     assert expand("backfill/ack/{iot:thingName}", "pi-1") == "backfill/ack/pi-1"
+
+
+def test_inconsistent_combinations_are_refused_together_with_the_reason():
+    """The heart issue, item 10: each key was checked on its own only."""
+    from backfill_common.settings import Settings
+    from store_and_forward.runner import consistent
+    settings = Settings("config-store", "forward", together=consistent)
+    change = settings.apply(config={"max_latency_ms": 0, "commit_interval_ms": 60000, "max_rows": 5000})
+    assert change.effective["commit_interval_ms"] == 1000 and change.effective["max_latency_ms"] == 1000
+    assert change.effective["max_rows"] == 5000                               # the rest applies
+    assert any("commit_interval_ms 60000, max_latency_ms 0" in e and "keeping" in e for e in change.errors)
+    change = settings.apply(desired={"billing_unit_bytes": 65536, "max_payload_bytes": 32768})
+    assert (change.effective["billing_unit_bytes"], change.effective["max_payload_bytes"]) == (5120, 131072)
+    assert any("a billing unit larger than a batch" in e for e in change.errors)
+    alone = settings.apply(config={"max_rows": 5000}, desired={"max_latency_ms": 0})
+    assert alone.effective["max_latency_ms"] == 0 and alone.errors == []           # alone it is fine
