@@ -170,6 +170,18 @@ def read_shadow(ipc, name: str) -> Optional[dict]:
         return None
 
 
+def read_configuration(ipc, problems) -> Optional[dict]:
+    """`ipc.get_configuration()`, or None (counted in `problems`, logged once) when it fails:
+    the settings in effect stay, and the caller reads it again later."""
+    try:
+        return ipc.get_configuration()
+    except Exception as error:
+        text = f"{type(error).__name__}: {getattr(error, 'message', None) or error}"
+        problems.add(f"configuration read {type(error).__name__}",
+                     f"could not read the configuration (keeping the settings in effect): {text}")
+        return None
+
+
 def _guard(callback: Callable, *args) -> None:
     """A callback's exception is logged, never allowed to close the stream or kill the thread."""
     try:

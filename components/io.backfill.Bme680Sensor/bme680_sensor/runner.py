@@ -23,7 +23,7 @@ import threading
 from typing import Callable, Optional
 
 from backfill_common import contracts
-from backfill_common.ipc import Inbox, Message, read_shadow
+from backfill_common.ipc import Inbox, Message, read_configuration, read_shadow
 from backfill_common.problems import Problems
 from backfill_common.settings import Settings
 
@@ -153,14 +153,8 @@ class Runner:
     def _read_configuration(self) -> Optional[dict]:
         """GetConfiguration, or None (counted) when it fails: the last settings stay, and the
         next configuration change or report reads it again."""
-        try:
-            config = self.ipc.get_configuration()
-        except Exception as error:
-            self.problems.add(f"configuration read {type(error).__name__}",
-                              f"could not read the configuration (keeping the settings in effect): {error}")
-            self._config_pending = True
-            return None
-        self._config_pending = False
+        config = read_configuration(self.ipc, self.problems)
+        self._config_pending = config is None
         return config
 
     def _journal_bound(self) -> int:

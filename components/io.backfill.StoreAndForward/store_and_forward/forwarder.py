@@ -654,9 +654,10 @@ class Forwarder:
         if self.plan.prepared is not None:
             times.append(now + max(1, self.rate.wait_ms(now, len(self.plan.prepared.batch.payload) + len(self.topic))))
         times.append(self._retry_at)
-        if self.store.dead_count > 0 or self._dead_flight is not None:
-            times.append(max(self._dead_at, self._dead_flight[3] + self.ledger.confirm_timeout_ms
-                             if self._dead_flight else self._dead_at))
+        if self._dead_flight is not None:              # its time-out; nothing else goes before
+            times.append(self._dead_flight[3] + self.ledger.confirm_timeout_ms)
+        elif self.store.dead_count > 0:
+            times.append(self._dead_at)
         if self._holding:
             times.append(self._hold_anchor + int(self.settings["unsynced_hold_s"] * 1000))
         future = [t for t in times if t > now]

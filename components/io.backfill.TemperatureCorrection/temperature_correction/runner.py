@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from backfill_common.ipc import Inbox, Message
+from backfill_common.ipc import Inbox, Message, read_configuration
 from backfill_common.problems import Problems
 from backfill_common.settings import Settings
 
@@ -152,14 +152,9 @@ class Runner:
 
     def _read_configuration(self) -> Optional[dict]:
         """GetConfiguration, or None (counted, read again at the next upkeep) when it fails."""
-        try:
-            config = self.ipc.get_configuration()
-        except Exception as error:
-            self.problems.add(f"configuration read {type(error).__name__}",
-                              f"could not read the configuration (keeping the settings in effect): {describe(error)}")
-            self._config_pending = self._report_pending = True
-            return None
-        self._config_pending = False
+        config = read_configuration(self.ipc, self.problems)
+        self._config_pending = config is None
+        self._report_pending = self._report_pending or config is None     # the problem goes in the shadow
         return config
 
     def _read_shadow(self) -> bool:

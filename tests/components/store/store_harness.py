@@ -6,6 +6,7 @@ gives)."""
 from __future__ import annotations
 
 import json
+import os
 
 from backfill_common.clock import FakeClock
 from backfill_common.settings import Settings
@@ -106,6 +107,24 @@ class Harness:
                 self.cloud[(reading["device"], reading["run"], reading["seq"])] = reading
             if self.echo:
                 self.fwd.on_iot(topic, payload)
+
+    def damage_mid_file(self, nbytes: int = 8192) -> None:
+        """Random bytes over the middle of the database file, and the page cache let go (as
+        under memory pressure), so the next reads meet them."""
+        self.store.checkpoint()
+        size = os.path.getsize(self.path)
+        with open(self.path, "r+b") as f:
+            f.seek(size // 2)
+            f.write(os.urandom(nbytes))
+        self.store.db.execute("PRAGMA shrink_memory")
+
+    def fill_disk(self) -> None:
+        """The database may not grow any more (SQLITE_FULL from here on)."""
+        pages = self.store.db.execute("PRAGMA page_count").fetchone()[0]
+        self.store.db.execute(f"PRAGMA max_page_count={pages}")
+
+    def free_disk(self) -> None:
+        self.store.db.execute("PRAGMA max_page_count=1073741823")
 
     def restart_nucleus(self) -> None:
         """The memory spooler dies with the nucleus."""

@@ -50,12 +50,7 @@ def test_corruption_found_mid_run_sets_the_file_aside_and_acknowledgements_go_on
     h = Harness(path, subscribe=False)
     h.feed(corrected(i) for i in range(3000))
     h.step(1000)
-    h.store.checkpoint()
-    size = os.path.getsize(path)
-    with open(path, "r+b") as f:                                # 8 KiB of random bytes mid-file
-        f.seek(size // 2)
-        f.write(os.urandom(8192))
-    h.store.db.execute("PRAGMA shrink_memory")                  # the page cache lets go, as under memory pressure
+    h.damage_mid_file()                                         # 8 KiB of random bytes mid-file
     h.fwd.iot_subscribed(h.fwd.confirm_topic())
     h.feed(corrected(i) for i in range(3000, 3100))
     h.step(100, n=100)

@@ -23,13 +23,12 @@ def test_dead_letters_waiting_while_the_disk_is_full_are_bounded(tmp_path):
     h = Harness(tmp_path / "store.db", subscribe=False, max_message_bytes=16384)
     h.feed([corrected(0)])
     h.step(1000)
-    pages = h.store.db.execute("PRAGMA page_count").fetchone()[0]
-    h.store.db.execute(f"PRAGMA max_page_count={pages}")
+    h.fill_disk()
     h.feed(poison(i) for i in range(1, 5000))
     h.step(1000, n=2)
     assert h.fwd.disk_full and len(h.fwd._dead) <= 1000
     assert h.store.counters["dead_dropped"] >= 3999
-    h.store.db.execute("PRAGMA max_page_count=1073741823")
+    h.free_disk()
     h.step(1000, n=7)
     assert not h.fwd.disk_full and h.fwd._dead == []
 

@@ -241,13 +241,12 @@ def test_a_full_disk_withholds_the_ack_reports_and_resumes(db):
     h = Harness(db, subscribe=False)
     h.feed([corrected(0)])
     h.step(1000)
-    pages = h.store.db.execute("PRAGMA page_count").fetchone()[0]
-    h.store.db.execute(f"PRAGMA max_page_count={pages}")
+    h.fill_disk()
     h.feed(corrected(i) for i in range(1, 40))
     h.step(1000, n=2)
     assert h.port.acked() == 0 and h.fwd.disk_full
     assert h.port.reports[-1]["disk_full"] is True
-    h.store.db.execute("PRAGMA max_page_count=1073741823")
+    h.free_disk()
     h.step(1000, n=7)
     assert h.port.acked() == 39 and not h.fwd.disk_full and h.store.count == 40
 

@@ -85,17 +85,10 @@ def test_a_reading_too_large_for_any_batch_is_dead_lettered_and_the_rest_flows(t
 
 
 def test_the_readable_part_of_a_damaged_file_is_copied_over_and_forwarded(tmp_path):
-    import os
-    path = tmp_path / "store.db"
-    h = Harness(path, subscribe=False)
+    h = Harness(tmp_path / "store.db", subscribe=False)
     h.feed(corrected(i) for i in range(3000))
     h.step(1000)
-    h.store.checkpoint()
-    size = os.path.getsize(path)
-    with open(path, "r+b") as f:
-        f.seek(size // 2)
-        f.write(os.urandom(8192))
-    h.store.db.execute("PRAGMA shrink_memory")
+    h.damage_mid_file()
     h.fwd.iot_subscribed(h.fwd.confirm_topic())
     h.step(100, n=300)
     arrived = 3000 - len(missing(h, range(3000)))
