@@ -46,7 +46,7 @@ SHADOW_DOCUMENTS = f"$aws/things/{THING}/shadow/name/backfill/update/documents"
 COMPONENTS = (SENSOR, CORRECTION, STORE)
 FAST_MQTT = {"minimumReconnectDelaySeconds": 0.1, "maximumReconnectDelaySeconds": 0.5,
              "keepAliveTimeoutMs": 5000, "operationTimeoutMs": 5000}
-RUN_LINE = re.compile(r"run ([0-9a-f]{8}) of ")
+RUN_LINE = re.compile(r"run ([0-9a-f]{16}) of ")
 
 Key = tuple[str, int]
 

@@ -33,6 +33,7 @@ NAMES = {
     "config-store": ("config-store.json", ""),
 }
 MAX_ERRORS = 5
+INTEGER_FIELDS = ("seq", "t", "mono", "held_from")   # integers of a reading that Greengrass may hand back as 42.0
 
 
 class ContractError(ValueError):
@@ -122,6 +123,16 @@ def check_tolerant(name: str, doc: object, reserved: tuple = ()) -> tuple[list[s
     if check(name, {k: v for k, v in doc.items() if k in known}):
         return errors, []
     return [], extras
+
+
+def integers(reading: dict) -> dict:
+    """A copy of a reading (after its contract check) with INTEGER_FIELDS as ints: a JSON
+    number that went through Greengrass's configuration or a double-typed client is 42.0."""
+    out = dict(reading)
+    for key in INTEGER_FIELDS:
+        if isinstance(out.get(key), float):
+            out[key] = int(out[key])
+    return out
 
 
 def require(name: str, doc: object) -> None:

@@ -11,6 +11,16 @@ refused with its key and the allowed range, and the last good value of that key 
 Keys the schema does not know are reported once (accessControl is Greengrass's own).
 `together(effective)` (optional) checks keys against each other: it returns (keys, why)
 for each rule broken, and the keys of that rule keep their last good values.
+`access` (optional) names the topic settings and what the component does with them
+({key: [(service, operation), ...]}): a topic the component's own accessControl (in its
+configuration) does not allow is refused with the reason, as a bad value is.
+A shadow whose desired.<section> (or desired, or state) is not an object is refused too,
+with a word: the configuration applies.
+
+The last good values survive a restart when the runner keeps them in its work folder:
+
+    settings.restore(last_good.load(path))     # before the first apply
+    last_good.save(path, change.effective)      # after a change
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import Callable, Optional
 
 import jsonschema
 
+from . import access as access_rules
 from . import contracts
 
 IGNORED_KEYS = {"accessControl"}
@@ -53,9 +64,15 @@ def allowed(prop: dict) -> str:
 
 class Settings:
     def __init__(self, schema_name: str, section: str,
-                 together: Optional[Callable[[dict], list]] = None) -> None:
+                 together: Optional[Callable[[dict], list]] = None,
+                 access: Optional[dict] = None, thing: str = "",
+                 expand: Callable[[str, str], str] = lambda topic, thing: topic) -> None:
         schema = contracts.schema_of(schema_name)
         self.together = together
+        self.access = access or {}
+        self.thing, self.expand = thing, expand
+        self._access_control: object = None     # the configuration's accessControl (None: not known)
+        self._shadow_error: str | None = None   # why the shadow's section is ignored, while it is
         self.section = section
         self.properties: dict[str, dict] = schema["properties"]
         self.defaults = {key: prop["default"] for key, prop in self.properties.items() if "default" in prop}
@@ -75,16 +92,45 @@ class Settings:
             return f"{key}: {value!r} is not allowed (allowed: {allowed(self.properties[key])})"
         return None
 
-    def apply(self, config: dict | None = None, desired: dict | None = None) -> Change:
-        """New layers replace the old ones (None keeps a layer as it was)."""
+    def restore(self, saved: object) -> None:
+        """Start from the values an earlier process had in effect (its last good ones), so
+        that a refused value keeps them and not the schema's default. A saved value that is
+        no longer allowed is left out."""
+        if isinstance(saved, dict):
+            for key, value in saved.items():
+                if key in self.properties and self.problem(key, value) is None:
+                    self.effective[key] = self._normalise(key, value)
+
+    def denied(self, key: str, value: object) -> str | None:
+        """Why the component's accessControl does not allow the topic `value` of `key`, or None."""
+        for service, operation in self.access.get(key, ()):
+            why = access_rules.denied(self._access_control, service, operation,
+                                      self.expand(str(value), self.thing), self.thing)
+            if why is not None:
+                return f"{key}: {why}"
+        return None
+
+    def apply(self, config: dict | None = None, desired: dict | None = None,
+              shadow: object = False) -> Change:
+        """New layers replace the old ones (None keeps a layer as it was). `shadow`: a whole
+        shadow document (None: no shadow), whose desired.<section> is the second layer."""
+        shadow_error = None
+        if shadow is not False:
+            desired, shadow_error = desired_of(shadow, self.section)
         if config is not None:
+            self._access_control = config.get("accessControl") if isinstance(config, dict) else None
             self._config = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
         if desired is not None:
             self._desired = desired if isinstance(desired, dict) else {}
+            self._shadow_error = shadow_error if isinstance(desired, dict) else (
+                f"shadow state.desired.{self.section}: {_kind(desired)}, not an object: ignored "
+                f"(the configuration applies)")
         new, errors = copy.deepcopy(self.defaults), []
+        if self._shadow_error:
+            errors.append(self._shadow_error)
         for origin, layer in (("configuration", self._config), (f"shadow desired.{self.section}", self._desired)):
             for key, value in layer.items():
-                why = self.problem(key, value)
+                why = self.problem(key, value) or (self.denied(key, value) if key in self.access else None)
                 if why is None:
                     new[key] = self._normalise(key, value)
                 else:
@@ -113,3 +159,26 @@ class Settings:
         if self.properties[key].get("type") == "integer" and isinstance(value, float):
             return int(value)
         return value
+
+
+def _kind(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def desired_of(document: object, section: str) -> tuple[dict, str | None]:
+    """(desired.<section> of a shadow document, why it was ignored or None). A missing shadow,
+    state, desired or section is {} without a word (the configuration applies again); one
+    that is there but not an object is {} with the reason."""
+    value = document
+    for name, where in (("state", "the shadow document"), ("desired", "state"), (section, "state.desired")):
+        if value is None:
+            return {}, None
+        if not isinstance(value, dict):
+            return {}, f"shadow {where}: {_kind(value)}, not an object: desired.{section} ignored (the configuration applies)"
+        value = value.get(name)
+    if value is None:
+        return {}, None
+    if not isinstance(value, dict):
+        return {}, f"shadow state.desired.{section}: {_kind(value)}, not an object: ignored (the configuration applies)"
+    return value, None

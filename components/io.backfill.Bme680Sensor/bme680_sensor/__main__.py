@@ -13,7 +13,8 @@ from .runner import Runner
 
 def main() -> int:
     # Greengrass runs the component in its work folder: the held readings survive there
-    return serve(lambda ipc: Runner(ipc, SystemClock(), journal=Journal(Path.cwd() / "unacked.jsonl")))
+    return serve(lambda ipc: Runner(ipc, SystemClock(), journal=Journal(Path.cwd() / "unacked.jsonl"),
+                                    settings_path=Path.cwd() / "settings.json"))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,11 @@ import secrets
 import threading
 from typing import Callable, Optional
 
+from pathlib import Path
+
 from backfill_common import contracts
+from backfill_common.access import PUBLISH, PUBSUB, SUBSCRIBE
+from backfill_common.follow import Followed
 from backfill_common.ipc import Inbox, Message, read_configuration, read_shadow
 from backfill_common.problems import Problems
 from backfill_common.settings import Settings
@@ -42,6 +46,7 @@ VALUE_KEYS = ("temperature", "humidity", "pressure", "gas_resistance", "heat_sta
 IDLE_S = 1.0
 JOURNAL_SLACK = 200             # lines beyond what is held before the journal is compacted
 CONFIG_RETRY_S = 5.0            # a failed GetConfiguration is tried again this often
+ACCESS = {"raw_topic": [(PUBSUB, PUBLISH)], "ack_topic": [(PUBSUB, SUBSCRIBE)]}
 
 
 class Runner:
@@ -52,15 +57,17 @@ class Runner:
 
     def __init__(self, ipc, clock, run: Optional[str] = None,
                  opener: Callable = device.opener, cpu_source: Callable = cpu.source,
-                 journal: Optional[Journal] = None) -> None:
+                 journal: Optional[Journal] = None, settings_path: Optional[Path] = None) -> None:
         self.ipc = ipc
         self.clock = OffsetClock(clock)     # simulation only: sim_clock_offset_s (0: the clock as given)
-        self.run_id = run or secrets.token_hex(4)
+        self.run_id = run or secrets.token_hex(8)   # 64 bits: a device never draws one twice
         self.device = getattr(ipc, "thing_name", "") or "unknown-device"
         self.make_opener, self.make_cpu = opener, cpu_source
-        self.settings = Settings(CONFIG_SCHEMA, SECTION)
         self.inbox = Inbox()
         self.problems = Problems(log)
+        self.followed = Followed(Settings(CONFIG_SCHEMA, SECTION, access=ACCESS, thing=self.device),
+                                 log, self.problems, settings_path)   # last good values: settings_path
+        self.settings = self.followed.settings
         self.sampler: Optional[Sampler] = None
         self.unacked: Optional[Unacked] = None
         self.journal = journal                 # held readings on disk (None: memory only)
@@ -81,10 +88,7 @@ class Runner:
         the sampler, subscribe to acknowledgements and report what is in effect."""
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
         self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        change = self.settings.apply(config=self._read_configuration(),
-                                     desired=desired_section(read_shadow(self.ipc, SHADOW)))
-        for error in change.errors:
-            log.warning("setting refused: %s", error)
+        change = self.followed.apply(config=self._read_configuration(), shadow=read_shadow(self.ipc, SHADOW))
         eff = change.effective
         self._set_clock_offset(eff["sim_clock_offset_s"])
         self.sampler = Sampler(self.clock, self.make_opener(eff, self.clock.wall_ms), self.make_cpu(eff),
@@ -128,7 +132,7 @@ class Runner:
             if config is not None:
                 self._apply(config=config)
         elif message.tag == "shadow":
-            self._apply(desired=desired_section(message.payload))
+            self._apply(shadow=message.payload)
         elif message.tag.startswith("ack:"):
             # an old subscription after an ack_topic change is still open: ignore its messages
             if message.tag[4:] == self.settings.effective["ack_topic"]:
@@ -136,8 +140,13 @@ class Runner:
 
     # -- readings ------------------------------------------------------------------------
     def _on_reading(self, reading: dict) -> None:
-        self._log_status()
-        errors = contracts.check("reading-raw", reading)
+        """Held and published whatever else fails: its seq is drawn, so losing it here would
+        leave a gap that nothing counts."""
+        self.problems.survive("sensor status", self._log_status)
+        try:
+            errors = contracts.check("reading-raw", reading)
+        except Exception as error:       # a bug in the check must not cost the reading
+            errors = [f"the check failed: {error!r}"]
         if errors:
             self.problems.add("reading out of contract",
                               f"reading {reading['seq']} breaks reading-raw ({'; '.join(errors)}): published as out_of_range")
@@ -192,11 +201,10 @@ class Runner:
                 holder.add(reading, now)
         self._trim_total()
         self.problems.survive("journal rewrite", self.journal.rewrite, self._held_readings())
-        for holder in self.earlier.values():
-            log.info("publishing again the %d readings run %s held unacknowledged when it stopped",
-                     len(holder), holder.run)
-            for reading in holder.held():
-                self._publish(reading, holder)
+        for holder in self.earlier.values():      # the store may have most: ask with the oldest first
+            log.info("run %s held %d readings unacknowledged when it stopped: publishing seq %d again, then "
+                     "what the store's acknowledgement shows it lacks", holder.run, len(holder), holder.held_from)
+            self._publish(holder.probe(now), holder)
 
     def _held_readings(self) -> list[dict]:
         held = [r for holder in self.earlier.values() for r in holder.held()]
@@ -263,10 +271,8 @@ class Runner:
             self._skipped = sampler.schedule.skipped
 
     # -- settings ------------------------------------------------------------------------
-    def _apply(self, config: Optional[dict] = None, desired: Optional[dict] = None) -> None:
-        change = self.settings.apply(config=config, desired=desired)
-        for error in change.errors:
-            log.warning("setting refused: %s", error)
+    def _apply(self, config: Optional[dict] = None, shadow: object = False) -> None:
+        change = self.followed.apply(config=config, shadow=shadow)
         if not change.changed:
             return
         eff = change.effective
@@ -318,11 +324,3 @@ class Runner:
         if problems is not None:
             self.problems.reported(problems, now_s)
 
-
-def desired_section(document: Optional[dict]) -> dict:
-    """desired.sampling of a shadow document ({} when the shadow, the state or the section is
-    missing: the deployment configuration applies again)."""
-    state = (document or {}).get("state") or {}
-    desired = state.get("desired") or {}
-    section = desired.get(SECTION) if isinstance(desired, dict) else None
-    return section if isinstance(section, dict) else {}

@@ -7,6 +7,9 @@
     for doc in held.due_for_resend(now_ms):   # the ack has not advanced for resend_after_ms
         publish(held.stamp(doc))              # oldest first
 
+After a restart, `probe(now_ms)` gives the oldest held reading alone: its ack says what the
+store already has before anything else is sent again.
+
 A resend goes out in chunks of `resend_chunk` (oldest first): the next chunk follows as
 soon as the store has acknowledged the previous one, so a store back from a long outage
 is refilled at its own pace, and a dead one gets one chunk every resend_after_ms, not the
@@ -108,6 +111,19 @@ class Unacked:
         self._chunk_end = chunk[-1]["seq"]
         self.resent += len(chunk)
         return chunk
+
+    def probe(self, now_ms: int) -> Optional[dict]:
+        """The oldest held reading, to publish alone before the rest (after a restart, when
+        what was held may long be stored): the store answers with its watermark, the ack drops
+        what it already has, and the rest follows at once, chunk by chunk, as after a stall.
+        No answer within resend_after_ms: the first chunk is resent as after any stall."""
+        if not self._held:
+            return None
+        self._episode_end = self._held[-1]["seq"]
+        self._chunk_end = self._held[0]["seq"]
+        self._waiting_since = now_ms
+        self.resent += 1
+        return self._held[0]
 
     def stamp(self, reading: dict) -> dict:
         """A copy of `reading` carrying the current held_from (when something is held)."""

@@ -28,18 +28,18 @@ import sqlite3
 from typing import Iterator, Optional, Protocol
 
 from backfill_common import contracts, strictjson
+from backfill_common.fastcheck import compile_contract
 from backfill_common.problems import Problems
 
 from . import packer, watermark
-from .fastcheck import compile_contract
-from .ledger import ONLINE, InFlight, Ledger, RatePlan
+from .ledger import ONLINE, InFlight, Ledger
+from .rate import RatePlan
 from .planner import Planner, Prepared
 from .store import DeadLetter, DiskFull, Store, is_corruption
 
 log = logging.getLogger(__name__)
 
 CONTRACT = "reading-corrected"
-INT_FIELDS = ("seq", "t", "mono", "held_from")
 MAX_PENDING = 20_000            # readings held in memory while the disk is full (not acknowledged)
 MAX_PENDING_DEAD = 1_000        # dead letters likewise (20,050 of up to 16 KiB each were 307 MB)
 DISK_RETRY_MS = 5_000
@@ -69,7 +69,7 @@ def identity_of(doc: object) -> Optional[tuple]:
         return None
     device, run, seq = doc.get("device"), doc.get("run"), doc.get("seq")
     if not (isinstance(device, str) and 0 < len(device) <= 128 and isinstance(run, str)
-            and len(run) == 8 and all(c in "0123456789abcdef" for c in run)):
+            and len(run) in (8, 16) and all(c in "0123456789abcdef" for c in run)):
         return None
     if isinstance(seq, bool) or not isinstance(seq, (int, float)) or seq < 0 or seq != int(seq):
         return None
@@ -124,6 +124,8 @@ class Forwarder:
         self._holding = False
         self.disk_full = False
         self._disk_retry_at = 0
+        self._undeleted: set = set()       # confirmed rows a full disk kept: deleted again at upkeep
+        self._undeleted_at = 0
         self.evicting = False
         self._state: Optional[tuple] = None
         self._report_at = 0
@@ -223,10 +225,7 @@ class Forwarder:
                     "contract: " + "; ".join(errors)
                 self._dead_letter(topic, raw, reason, doc, now)
                 return
-        reading = dict(doc)
-        for name in INT_FIELDS:
-            if name in reading:
-                reading[name] = int(reading[name])
+        reading = contracts.integers(doc)
         why = watermark.implausible(reading)
         if why is not None:         # its seq counts toward the watermark only if the seq is plausible
             trusted = doc if watermark.implausible(dict(reading, held_from=None)) is None else None
@@ -326,6 +325,7 @@ class Forwarder:
         min_id = max([self.plan.live_upto, self.plan.cursor, *ids])
         # first: whatever set_aside meets, no old batch may confirm (delete) rows of the new file
         self.ledger.forget(lambda entry: True)
+        self._undeleted.clear()            # row ids of the old file
         self._dead_flight = None
         self.plan = Planner(self.settings["max_latency_ms"], self.commit_wait_ms, stored=True, now=self.clock.mono_ms())
         self._state = None                 # report it at once
@@ -372,17 +372,15 @@ class Forwarder:
                 if entry.keep:
                     self._rewind()
                 else:                           # rows in flight: never in a packed batch
-                    self.store.delete(entry.tags)
+                    self._delete(entry.tags, now)
             elif echo is not None and echo.get("device") is not None:
                 # not in flight (sent before a restart, or forgotten): what arrived unchanged goes
                 rows = packer.decode(echo)
                 keys = [(r["run"], r["seq"], r["t"]) for r in rows if r.get("clock_synced") is not False]
                 ids = self.store.match(echo["device"], keys)
                 if ids:
-                    self.store.delete(ids)
+                    self._delete(ids, now)
                     self.plan.changed()
-        except DiskFull as error:               # stays stored: sent again later, deduped in the cloud
-            self.problems.add("storage", f"could not delete confirmed readings: {error}")
         except (ValueError, KeyError, TypeError) as error:
             self.problems.add("echo", f"an unreadable echo: {error!r}")
 
@@ -498,10 +496,7 @@ class Forwarder:
         self.store.add_counts(sent=len(batch), batches=1, units=units)
         self.plan.sent(prepared)
         if self.settings["confirm"] == "spooled":
-            try:
-                self.store.delete(batch.tags)
-            except DiskFull as error:
-                self.problems.add("storage", f"could not delete spooled readings: {error}")
+            self._delete(batch.tags, now)
         else:
             runs = frozenset((batch.device, run) for run, _, _ in batch.keys)
             entry = InFlight(batch.id, batch.tags, runs, batch.payload, units, now, probe=prepared.kind == "probe",
@@ -581,7 +576,21 @@ class Forwarder:
         if not self.store.stale:
             self.store.checkpoint()            # TRUNCATE when the re-timing grew the WAL
 
+    def _delete(self, ids, now: int) -> None:
+        """Delete confirmed rows; a full disk keeps them in _undeleted, deleted again at the
+        next upkeep after DISK_RETRY_MS (they are behind the cursor: nothing else would)."""
+        try:
+            self.store.delete(ids)
+        except DiskFull as error:
+            self._undeleted.update(ids)
+            self._undeleted_at = now + DISK_RETRY_MS
+            self.problems.add("storage", f"could not delete confirmed readings (retrying): {error}")
+
     def _upkeep(self, now: int) -> None:
+        if self._undeleted and now >= self._undeleted_at:
+            ids, self._undeleted = sorted(self._undeleted), set()
+            self._delete(ids, now)
+            self.plan.changed()
         try:
             if now >= self._maintenance_at:
                 self._maintenance_at = now + MAINTENANCE_MS
@@ -589,6 +598,7 @@ class Forwarder:
                     self.plan.changed()
                     self._rewind()
                     self.evicting = True
+                self.store.prune_runs()
                 self.store.vacuum()
             if now - self._checkpoint_at >= self.settings["checkpoint_interval_s"] * 1000:
                 self._checkpoint_at = now
@@ -644,6 +654,8 @@ class Forwarder:
         if self._more or self.store.stale:
             return 0
         times = [self._report_at, self._state_report_at, self._maintenance_at]
+        if self._undeleted:
+            times.append(self._undeleted_at)
         if self._pending_since is not None:
             times.append(self._disk_retry_at if self.disk_full else self._pending_since + self.commit_wait_ms)
         deadline = self.ledger.next_deadline(now)

@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from backfill_common.access import MQTT, PUBLISH, PUBLISH_IOT, PUBSUB, SUBSCRIBE, SUBSCRIBE_IOT
+from backfill_common.follow import Followed
 from backfill_common.ipc import Inbox, Message, read_shadow
 from backfill_common.settings import Settings
 
@@ -31,6 +33,10 @@ SECTION = "forward"
 CONFIG_SCHEMA = "config-store"
 DB_FILE = "store.db"
 SUBSCRIBE_RETRY_S = (1, 2, 5, 10, 30, 60)
+SETTINGS_FILE = "settings.json"       # the last good settings, beside the database
+ACCESS = {"corrected_topic": [(PUBSUB, SUBSCRIBE)], "ack_topic": [(PUBSUB, PUBLISH)],
+          "iot_topic": [(MQTT, PUBLISH_IOT)], "dead_letter_topic": [(MQTT, PUBLISH_IOT)],
+          "rule_ack_topic": [(MQTT, SUBSCRIBE_IOT)]}
 
 
 class IpcPort:
@@ -63,19 +69,14 @@ def consistent(s: dict) -> list:
     return broken
 
 
-def desired_section(document: Optional[dict]) -> dict:
-    """desired.forward of a shadow document ({} when absent)."""
-    state = (document or {}).get("state") or {}
-    desired = state.get("desired") or {}
-    section = desired.get(SECTION) if isinstance(desired, dict) else None
-    return section if isinstance(section, dict) else {}
-
-
 class Runner:
     def __init__(self, ipc, clock, work_dir: Path, port=None) -> None:
         self.ipc, self.clock, self.work_dir = ipc, clock, Path(work_dir)
         self.port = port if port is not None else IpcPort(ipc)
-        self.settings = Settings(CONFIG_SCHEMA, SECTION, together=consistent)
+        self.followed = Followed(Settings(CONFIG_SCHEMA, SECTION, together=consistent, access=ACCESS,
+                                          thing=getattr(ipc, "thing_name", "") or "", expand=expand),
+                                 log, path=self.work_dir / SETTINGS_FILE)
+        self.settings = self.followed.settings
         self.inbox = Inbox()
         self.forwarder: Optional[Forwarder] = None
         self._local: set[str] = set()
@@ -85,10 +86,7 @@ class Runner:
     def start(self) -> None:
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
         self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        change = self.settings.apply(config=self._configuration({}),
-                                     desired=desired_section(read_shadow(self.ipc, SHADOW)))
-        for error in change.errors:
-            log.warning("setting refused: %s", error)
+        change = self.followed.apply(config=self._configuration({}), shadow=read_shadow(self.ipc, SHADOW))
         s = change.effective
         store = Store(StoreConfig(self.work_dir / DB_FILE, synchronous=s["synchronous"]), self.clock)
         log.info("store %s: %d readings waiting, counters %s", self.work_dir / DB_FILE, store.count, store.counters)
@@ -173,14 +171,12 @@ class Runner:
             if config is not None:
                 self._apply(config=config)
         elif message.tag == "shadow":
-            self._apply(desired=desired_section(message.payload))
+            self._apply(shadow=message.payload)
         elif message.tag == "stop":
             self._stop.set()
 
-    def _apply(self, config: Optional[dict] = None, desired: Optional[dict] = None) -> None:
-        change = self.settings.apply(config=config, desired=desired)
-        for error in change.errors:
-            log.warning("setting refused: %s", error)
+    def _apply(self, config: Optional[dict] = None, shadow: object = False) -> None:
+        change = self.followed.apply(config=config, shadow=shadow)
         if change.changed:
             log.info("settings changed (%s)", ", ".join(sorted(change.changed)))
             self.forwarder.configure(change.effective)
@@ -192,4 +188,4 @@ class Runner:
             self.forwarder.close()
 
 
-__all__ = ["Runner", "IpcPort", "desired_section", "expand"]
+__all__ = ["Runner", "IpcPort", "expand"]

@@ -51,6 +51,8 @@ _CHUNK = 500
 RETIME_CHUNK = 5_000
 DEAD_ROW_BYTES = 600              # a dead letter's row beyond its raw bytes (reason, topic, index)
 WAL_LIMIT = 16 * 1024 * 1024      # journal_size_limit, and a TRUNCATE checkpoint above it
+RUN_KEEP_MS = 30 * 86_400_000     # a run with nothing stored is forgotten this long after it was last seen
+MAX_RUNS = 10_000                 # and beyond this many runs, those unseen longest first
 
 
 class DiskFull(Exception):
@@ -614,6 +616,33 @@ class Store:
                 break
             from_id = rows[-1][0] + 1
         return evicted
+
+    def prune_runs(self, keep_ms: int = RUN_KEEP_MS, max_runs: int = MAX_RUNS) -> int:
+        """Forget the watermarks of runs that hold no stored reading and are not being
+        re-timed: those last seen more than `keep_ms` ago (by a plausible clock), and beyond
+        `max_runs` those unseen longest. A reading of a forgotten run that comes again is
+        stored and sent again (a duplicate the cloud dedupes by identity), never lost.
+        Returns how many were forgotten."""
+        now = self.clock.wall_ms()
+        idle = self.db.execute("SELECT device, run, seen FROM runs AS r WHERE NOT EXISTS "
+                               "(SELECT 1 FROM readings WHERE device = r.device AND run = r.run) "
+                               "ORDER BY seen").fetchall()
+        idle = [(device, run, seen) for device, run, seen in idle if (device, run) not in self._stale]
+        over = len(self._marks) - max_runs
+        gone = [(device, run) for i, (device, run, seen) in enumerate(idle)
+                if i < over or (now >= PLAUSIBLE_T and PLAUSIBLE_T <= (seen or 0) < now - keep_ms)]
+        if not gone:
+            return 0
+        with self._transaction():
+            for chunk in range(0, len(gone), _CHUNK):
+                part = gone[chunk:chunk + _CHUNK]
+                self.db.execute(f"DELETE FROM runs WHERE {' OR '.join(['(device = ? AND run = ?)'] * len(part))}",
+                                [value for key in part for value in key])
+        for key in gone:
+            self._marks.pop(key, None)
+            self._given_up.pop(key, None)
+            self.retimer.forget(key)
+        return len(gone)
 
     # -- forwarding --------------------------------------------------------------------------
     def _row(self, values: tuple) -> Row:

@@ -2,6 +2,7 @@
 real IPC adapter, until SIGTERM (Greengrass's stop)."""
 
 import sys
+from pathlib import Path
 
 from backfill_common.service import serve
 
@@ -9,7 +10,8 @@ from .runner import Runner
 
 
 def main() -> int:
-    return serve(Runner)
+    # Greengrass runs the component in its work folder: the last good settings are kept there
+    return serve(lambda ipc: Runner(ipc, settings_path=Path.cwd() / "settings.json"))
 
 
 if __name__ == "__main__":

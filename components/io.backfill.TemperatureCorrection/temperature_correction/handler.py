@@ -32,7 +32,6 @@ from .correction import PARAMETER_KEYS, Corrector, passthrough
 log = logging.getLogger(__name__)
 
 RAW, CORRECTED = "reading-raw", "reading-corrected"
-INTEGER_FIELDS = ("seq", "t", "mono", "held_from")   # Greengrass may hand them back as 42.0
 ENVIRONMENT = {key: "CORRECTION_" + key.upper() for key in PARAMETER_KEYS}
 
 
@@ -94,7 +93,7 @@ def correct_event(event: object, corrector: Corrector) -> dict:
     errors = contracts.check(RAW, reading)
     if errors:
         raise InvalidReading(_kind(RAW, reading), errors)
-    reading = _integers(reading)
+    reading = contracts.integers(reading)
     out = corrector.correct(reading)
     errors = contracts.check(CORRECTED, out)
     if errors:
@@ -122,14 +121,6 @@ def _decode(event: object) -> object:
         except ValueError as error:
             raise InvalidReading("not JSON", [f"the payload is not JSON ({error})"]) from None
     return event
-
-
-def _integers(reading: dict) -> dict:
-    out = dict(reading)
-    for key in INTEGER_FIELDS:
-        if isinstance(out.get(key), float):
-            out[key] = int(out[key])
-    return out
 
 
 def _kind(name: str, doc: object) -> str:

@@ -23,6 +23,10 @@ import threading
 import time
 from typing import Callable, Optional
 
+from pathlib import Path
+
+from backfill_common.access import PUBLISH, PUBSUB, SUBSCRIBE
+from backfill_common.follow import Followed
 from backfill_common.ipc import Inbox, Message, read_configuration
 from backfill_common.problems import Problems
 from backfill_common.settings import Settings
@@ -36,6 +40,7 @@ SHADOW = "backfill"
 SECTION = "correction"
 CONFIG_SCHEMA = "config-correction"
 RETRY_S = 5.0
+ACCESS = {"raw_topic": [(PUBSUB, SUBSCRIBE)], "corrected_topic": [(PUBSUB, PUBLISH)]}
 
 
 class Runner:
@@ -45,13 +50,16 @@ class Runner:
     `clock` (monotonic seconds) paces the retries of a failed shadow read or report."""
 
     def __init__(self, ipc, corrector: Optional[Corrector] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, settings_path: Optional[Path] = None) -> None:
         self.ipc = ipc
         self.corrector = corrector if corrector is not None else lambda_handler.current()
         self.clock = clock
-        self.settings = Settings(CONFIG_SCHEMA, SECTION)
         self.inbox = Inbox()
         self.problems = Problems(log)
+        self.followed = Followed(Settings(CONFIG_SCHEMA, SECTION, access=ACCESS,
+                                          thing=getattr(ipc, "thing_name", "") or ""),
+                                 log, self.problems, settings_path)   # last good values: settings_path
+        self.settings = self.followed.settings
         self.corrected = 0
         self._subscribed: set[str] = set()
         self._shadow_pending = False      # GetThingShadow still owed (it failed at start)
@@ -90,7 +98,7 @@ class Runner:
                 self._apply(config=config)
         elif message.tag == "shadow":
             self._shadow_pending = False          # newer than what a pending read would give
-            self._apply(desired=desired_section(message.payload))
+            self._apply(shadow=message.payload)
         elif message.tag.startswith("raw:"):
             # an old subscription after a raw_topic change is still open: ignore its messages
             if message.tag[4:] == self.settings.effective["raw_topic"]:
@@ -135,10 +143,8 @@ class Runner:
         self.corrected += 1
 
     # -- settings ------------------------------------------------------------------------
-    def _apply(self, config: Optional[dict] = None, desired: Optional[dict] = None) -> None:
-        change = self.settings.apply(config=config, desired=desired)
-        for error in change.errors:
-            log.warning("setting refused: %s", error)
+    def _apply(self, config: Optional[dict] = None, shadow: object = False) -> None:
+        change = self.followed.apply(config=config, shadow=shadow)
         for refusal in self.corrector.update(change.effective):
             log.warning("parameter refused by the corrector: %s", refusal)
         topic = change.effective["raw_topic"]
@@ -169,7 +175,7 @@ class Runner:
                               f"until it can be read")
             return False
         self._shadow_pending = False
-        self._apply(desired=desired_section(document))
+        self._apply(shadow=document)
         return True
 
     def _report(self) -> bool:
@@ -201,11 +207,3 @@ def describe(error: Exception) -> str:
     """An exception as text; awsiot's errors keep theirs in `message` and print as ''."""
     return f"{type(error).__name__}: {getattr(error, 'message', None) or error}"
 
-
-def desired_section(document: Optional[dict]) -> dict:
-    """desired.correction of a shadow document ({} when the shadow, the state or the section
-    is missing: the deployment configuration applies again)."""
-    state = (document or {}).get("state") or {}
-    desired = state.get("desired") or {}
-    section = desired.get(SECTION) if isinstance(desired, dict) else None
-    return section if isinstance(section, dict) else {}

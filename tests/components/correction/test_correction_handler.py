@@ -67,7 +67,7 @@ def test_whole_floats_from_greengrass_become_integers():
 
 def test_integer_fields_are_the_schemas_integers():
     properties = contracts.load("reading.json")["$defs"]["fields"]["properties"]
-    assert set(lam.INTEGER_FIELDS) == {k for k, p in properties.items() if p.get("type") == "integer"}
+    assert set(contracts.INTEGER_FIELDS) == {k for k, p in properties.items() if p.get("type") == "integer"}
 
 
 def test_error_reading_passes_through_the_handler():

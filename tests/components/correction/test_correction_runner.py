@@ -8,7 +8,8 @@ import pytest
 
 from conftest import wait_for
 from temperature_correction.correction import Corrector
-from temperature_correction.runner import RETRY_S, Runner, desired_section
+from backfill_common.settings import desired_of
+from temperature_correction.runner import RETRY_S, Runner
 
 RAW, CORRECTED = "backfill/readings/raw", "backfill/readings/corrected"
 
@@ -135,7 +136,7 @@ def test_json_as_binary_is_accepted(ipc):
 
 def test_configuration_and_shadow_desired_at_start():
     ipc = MemoryIpc(config={"factor": 1.0, "window": 1, "corrected_topic": "mine/corrected",
-                            "accessControl": {"aws.greengrass.ipc.pubsub": {}}},
+                            "accessControl": {"aws.greengrass.ipc.pubsub": {"any": {"operations": ["*"], "resources": ["*"]}}}},
                     shadow={"state": {"desired": {"correction": {"window": 3}, "sampling": {"interval_s": 5}}}})
     runner = started(ipc)
     assert ipc.reports[-1]["factor"] == 1.0 and ipc.reports[-1]["window"] == 3
@@ -292,17 +293,24 @@ def test_run_handles_messages_from_other_threads_until_stopped(ipc):
     assert [d["seq"] for d in ipc.corrected()] == list(range(20))
 
 
-@pytest.mark.parametrize("document, section", [
-    (None, {}),
-    ({}, {}),
-    ({"state": {"reported": {"correction": {"factor": 1}}}}, {}),
-    ({"state": {"desired": None}}, {}),
-    ({"state": {"desired": {"correction": None}}}, {}),
-    ({"state": {"desired": {"correction": "linear"}}}, {}),
-    ({"state": {"desired": {"correction": {"factor": 1}}}}, {"factor": 1}),
+@pytest.mark.parametrize("document, section, word", [
+    (None, {}, False),
+    ({}, {}, False),
+    ({"state": {"reported": {"correction": {"factor": 1}}}}, {}, False),
+    ({"state": {"desired": None}}, {}, False),
+    ({"state": {"desired": {"correction": None}}}, {}, False),
+    ({"state": {"desired": {"correction": "linear"}}}, {}, True),
+    ({"state": {"desired": ["correction"]}}, {}, True),
+    ({"state": 7}, {}, True),
+    ({"state": {"desired": {"correction": {"factor": 1}}}}, {"factor": 1}, False),
 ])
-def test_desired_section(document, section):
-    assert desired_section(document) == section
+def test_desired_of(document, section, word):
+    """A section that is there but not an object is ignored with a word, never silently."""
+    found, why = desired_of(document, "correction")
+    assert found == section
+    assert (why is not None) == word
+    if word:
+        assert "not an object" in why and "desired.correction" in why
 
 
 def test_an_ipc_error_reading_the_configuration_is_survived_counted_reported_and_read_again():

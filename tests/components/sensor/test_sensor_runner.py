@@ -12,7 +12,7 @@ from bme680_sensor.runner import Runner
 
 RAW, ACKS = "backfill/readings/raw", "backfill/acks"
 CONFIG = {"bus": "simulated", "scenario": "steady", "cpu_source": "sysfs", "cpu_path": "/nonexistent/temp",
-          "interval_s": 1.0, "resend_after_s": 3600, "accessControl": {"aws.greengrass.ipc.pubsub": {}}}
+          "interval_s": 1.0, "resend_after_s": 3600, "accessControl": {"aws.greengrass.ipc.pubsub": {"any": {"operations": ["*"], "resources": ["*"]}}}}
 
 
 class MemoryIpc:
@@ -174,8 +174,11 @@ def test_what_a_killed_process_held_is_published_again_by_the_next_one(tmp_path)
     second = Runner(ipc2, clock, run="5ca1ab1e", journal=Journal(tmp_path / "unacked.jsonl"))
     second.start()
     last = max(r["seq"] for r in ipc.raw())
+    assert [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"] == [0]     # the oldest it held, alone
+    ipc2.deliver(ACKS, {"device": "gw-1", "run": "0badcafe", "seq": 2})     # the store's watermark
+    settle(second)
     again = [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"]
-    assert set(range(3, last + 1)) <= set(again) and again == sorted(again)    # the unacknowledged ones, in order
+    assert again[1:] == list(range(3, last + 1))                           # the unacknowledged ones, in order
     assert all(contracts.check("reading-raw", r) == [] for r in ipc2.raw())
     # once the earlier run is acknowledged it is not sent again; the new run goes on
     ipc2.deliver(ACKS, {"device": "gw-1", "run": "0badcafe", "seq": last})
@@ -183,3 +186,79 @@ def test_what_a_killed_process_held_is_published_again_by_the_next_one(tmp_path)
     assert [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"] == again
     assert [r["seq"] for r in ipc2.raw() if r["run"] == "5ca1ab1e"][:3] == [0, 1, 2]
     assert second.earlier == {}
+
+
+def test_after_a_restart_the_sensor_learns_what_the_store_has_before_it_resends(tmp_path):
+    """The trial: after restarts the sensor resent readings the store already had (203
+    duplicates for 259 stored), because its journal still held lines acknowledged since its
+    last compaction. Now it publishes the oldest alone, and the store's answer trims the rest."""
+    from bme680_sensor.journal import Journal
+    ipc, clock = MemoryIpc(dict(CONFIG, resend_after_s=5.0)), FakeClock()
+    first = Runner(ipc, clock, run="0badcafe", journal=Journal(tmp_path / "unacked.jsonl"))
+    first.start()
+    run_for(first, clock, 1_000)
+    for _ in range(150):                                     # each reading acknowledged as it is stored
+        run_for(first, clock, 1_000)
+        ipc.deliver(ACKS, {"device": "gw-1", "run": "0badcafe", "seq": max(r["seq"] for r in ipc.raw()) - 1})
+        settle(first)
+    stored = max(r["seq"] for r in ipc.raw()) - 1
+    assert first.journal.lines > 100                          # lines acknowledged since the last compaction
+    ipc2 = MemoryIpc(dict(CONFIG, resend_after_s=5.0))        # SIGKILL; the next process
+    second = Runner(ipc2, clock, run="5ca1ab1e", journal=Journal(tmp_path / "unacked.jsonl"))
+    second.start()
+    probe = [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"]
+    assert len(probe) == 1 and probe[0] <= stored
+    ipc2.deliver(ACKS, {"device": "gw-1", "run": "0badcafe", "seq": stored})     # the store answers
+    run_for(second, clock, 3_000)
+    again = [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"]
+    assert again[1:] == [stored + 1]                          # only what the store lacked
+    ipc2.deliver(ACKS, {"device": "gw-1", "run": "0badcafe", "seq": stored + 1})
+    settle(second)
+    assert second.earlier == {}
+
+
+def test_a_restart_probe_with_no_answer_falls_back_to_resending_chunk_by_chunk(tmp_path):
+    from bme680_sensor.journal import Journal
+    ipc, clock = MemoryIpc(dict(CONFIG, resend_after_s=5.0)), FakeClock()
+    first = Runner(ipc, clock, run="0badcafe", journal=Journal(tmp_path / "unacked.jsonl"))
+    first.start()
+    run_for(first, clock, 10_000)
+    held = sorted({r["seq"] for r in ipc.raw()})
+    ipc2 = MemoryIpc(dict(CONFIG, resend_after_s=5.0))        # the store is down: nothing answers
+    second = Runner(ipc2, clock, run="5ca1ab1e", journal=Journal(tmp_path / "unacked.jsonl"))
+    second.start()
+    assert [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"] == held[:1]
+    run_for(second, clock, 5_500)
+    assert [r["seq"] for r in ipc2.raw() if r["run"] == "0badcafe"] == held[:1] + held
+
+
+def test_the_sensor_runner_restarted_with_a_bad_interval_samples_at_the_last_good_one(tmp_path):
+    """The heart issue's review: interval_s 0 deployed as SUCCEEDED and, after a restart, the
+    default applied instead of the last good value."""
+    clock = FakeClock()
+    first = Runner(MemoryIpc(dict(CONFIG, interval_s=2.0)), clock, settings_path=tmp_path / "settings.json")
+    first.start()
+    second = Runner(MemoryIpc(dict(CONFIG, interval_s=0)), clock, settings_path=tmp_path / "settings.json")
+    second.start()
+    assert second.sampler.schedule.interval_ms == 2000
+
+
+def test_a_reading_whose_check_fails_is_still_held_and_published(monkeypatch):
+    """The heart issue's review (S5): an exception between drawing a seq and holding the
+    reading lost it with a gap nothing counted."""
+    from bme680_sensor import runner as runner_module
+    ipc, clock = MemoryIpc(CONFIG), FakeClock()
+    runner = Runner(ipc, clock)
+    runner.start()
+    run_for(runner, clock, 2_000)
+
+    def broken(name, doc):
+        raise RuntimeError("a bug in the check")
+    monkeypatch.setattr(runner_module.contracts, "check", broken)
+    monkeypatch.setattr(runner, "_log_status", lambda: 1 / 0)
+    run_for(runner, clock, 3_000)
+    monkeypatch.undo()
+    seqs = [r["seq"] for r in ipc.raw()]
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 5
+    assert [r["seq"] for r in runner.unacked.held()] == seqs
+    assert ipc.raw()[-1]["status"] == "out_of_range"

@@ -3,7 +3,7 @@
 from hypothesis import given, settings, strategies as st
 
 from backfill_common import contracts
-from store_and_forward.fastcheck import compile_contract
+from backfill_common.fastcheck import compile_contract
 
 from store_harness import corrected
 

@@ -1,7 +1,8 @@
 """Confirmation bookkeeping (time-outs, resends with the same id, link state, probes) and
 the rate plan, all on injected millisecond times."""
 
-from store_and_forward.ledger import OFFLINE, ONLINE, UNKNOWN, InFlight, Ledger, RatePlan, TokenBucket
+from store_and_forward.ledger import OFFLINE, ONLINE, UNKNOWN, InFlight, Ledger
+from store_and_forward.rate import RatePlan, TokenBucket
 
 
 def entry(batch_id, now, tags=(1, 2), probe=False, keep=False):

@@ -114,3 +114,26 @@ def test_a_bad_held_from_on_a_plausible_seq_still_resolves_that_seq(tmp_path):
     h.feed(corrected(s) for s in range(4, 6))
     h.step(1000)
     assert h.port.acked() == 5                        # not stuck at 2 while the sensor holds seq 3
+
+
+def test_confirmed_rows_whose_delete_met_a_full_disk_are_deleted_later_not_stranded(tmp_path, monkeypatch):
+    """The heart issue's review (S3): a delete of confirmed rows that failed on a full disk left
+    them stored behind the cursor: never sent again, never deleted, the backlog never empty."""
+    h = Harness(tmp_path / "store.db")
+    h.feed(corrected(i) for i in range(10))
+    h.step(100, n=100)
+    delete = store_module.Store.delete
+    failures = [1]
+
+    def full_once(self, ids, *args, **kwargs):
+        if failures:
+            failures.pop()
+            raise store_module.DiskFull("database or disk is full")
+        return delete(self, ids, *args, **kwargs)
+    monkeypatch.setattr(store_module.Store, "delete", full_once)
+    h.feed(corrected(i) for i in range(10, 20))
+    h.step(100, n=10)
+    assert not failures and h.store.count == 10            # confirmed, kept by the full disk
+    h.step(1000, n=10)
+    assert h.store.count == 0
+    assert missing(h, range(20)) == []

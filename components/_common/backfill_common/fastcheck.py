@@ -19,7 +19,7 @@ import math
 import re
 from typing import Callable, Optional
 
-from backfill_common import contracts
+from . import contracts
 
 Check = Callable[[object], bool]
 ANNOTATIONS = {"$schema", "$id", "title", "description", "default", "examples", "$comment"}
