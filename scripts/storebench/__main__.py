@@ -19,14 +19,14 @@ from pathlib import Path
 
 from .figures import Aim, Row, ceiling, render
 
-PARTS = ("ingest", "footprint", "drain")
+PARTS = ("ingest", "footprint", "drain", "flood")
 DAY = 86_400
 STORE_PUBLISHES_PER_S = 20          # the store's default max_publishes_per_s (config-store)
 STORE_BYTES_PER_S = 450_560          # the store's default max_bytes_per_s (config-store)
-MODES = {  # readings, naive_seconds, footprint_seconds, ingest_readings, baseline_seconds
-    "full": (DAY, 20.0, 60.0, 50_000, 5.0),
-    "quick": (DAY, 5.0, 10.0, 10_000, 2.0),
-    "smoke": (2_000, 2.0, 3.0, 1_000, 0.5),
+MODES = {  # readings, naive_seconds, footprint_seconds, ingest_readings, baseline_seconds, flood_seconds
+    "full": (DAY, 20.0, 60.0, 50_000, 5.0, 60.0),
+    "quick": (DAY, 5.0, 10.0, 10_000, 2.0, 20.0),
+    "smoke": (2_000, 2.0, 3.0, 1_000, 0.5, 3.0),
 }
 
 
@@ -39,7 +39,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
              extrapolated
   ingest     readings/s validated and durably stored by the store's code (Forwarder + Store), beside a
              per-row-commit baseline (the rIoT blog's: a connection and a commit per reading)
-  footprint  RSS and CPU of the store process at 1 Hz, online, for --footprint-seconds""")
+  footprint  RSS and CPU of the store process at 1 Hz, online, for --footprint-seconds
+  flood      the store process's RSS while 2,000 messages/s arrive on backfill/readings/corrected for
+             --flood-seconds (the fault trial's flood: 41 -> 246 MB before the inbox was bounded)""")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="footprint over 10 s, naive 5 s, fewer ingest readings")
@@ -49,6 +51,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--naive-seconds", type=float, help="how long the naive publisher runs (default 20)")
     parser.add_argument("--footprint-seconds", type=float, help="footprint window (default 60; --quick: 10)")
     parser.add_argument("--ingest-readings", type=int, help="readings the store ingests (default 50,000)")
+    parser.add_argument("--flood-seconds", type=float, help="how long the flood lasts (default 60; --quick: 20)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, databases)")
     args = parser.parse_args(argv)
     args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -58,6 +61,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args.footprint_seconds = args.footprint_seconds or defaults[2]
     args.ingest_readings = args.ingest_readings or defaults[3]
     args.baseline_seconds = defaults[4]
+    args.flood_seconds = args.flood_seconds or defaults[5]
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(args.parts) - set(PARTS)
     if unknown:
@@ -101,6 +105,28 @@ def footprint_rows(args, lc, witness, base: Path, notes: list[str]) -> list[Row]
     return [Row("footprint", f"RSS, MB (max over {result.seconds:.0f} s at 1 Hz)", result.rss_mb_max,
                 aim=Aim("<", 60, " MB")),
             Row("footprint", "CPU, % of a core (user + system)", result.cpu_percent, aim=Aim("<", 2, " %"))]
+
+
+def flood_rows(args, lc, witness, base: Path, notes: list[str]) -> list[Row]:
+    from .flood import flood
+    settle = min(20.0, args.flood_seconds)
+    r = flood(lc, witness, base / "flood", args.flood_seconds, settle=settle)
+    notes.append(f"flood: {r.published:,} messages published in {r.seconds:.0f} s ({r.published / r.seconds:,.0f}/s "
+                 f"asked 2,000/s) by one real IPC client, then 1 Hz for {settle:.0f} s; the store took {r.stored:,} and dropped "
+                 f"{r.overloaded:,} at its bounded inbox (counted as overloaded; a real sensor sends them again); "
+                 f"RSS {r.rss_before_mb:.1f} MB before, {r.rss_after_mb:.1f} MB {settle:.0f} s after (the fault trial, inbox "
+                 f"unbounded: 41 -> 246 MB, 228 MB after; not run here)")
+    from .flood import new_runs
+    runs = flood(lc, witness, base / "flood-runs", args.flood_seconds / 2, settle=settle, shape=new_runs)
+    notes.append(f"flood of run ids: {runs.published:,} messages in {runs.seconds:.0f} s, each of a new run; the "
+                 f"store took {runs.stored:,} (MAX_RUNS: runs with readings on the device), the rest kept as "
+                 f"dead letters; RSS {runs.rss_before_mb:.1f} MB before, {runs.rss_peak_mb:.1f} MB at most "
+                 f"(unbounded before: 40 -> 99 MB in 30 s)")
+    return [Row("flood", f"RSS, MB (peak, {r.published / r.seconds:,.0f} msg/s for {r.seconds:.0f} s)",
+                r.rss_peak_mb, aim=Aim("<", 80, " MB")),
+            Row("flood", "RSS growth, MB (peak - before)", r.rss_peak_mb - r.rss_before_mb, aim=Aim("<", 40, " MB")),
+            Row("flood", f"RSS growth, MB (a new run each message, {runs.seconds:.0f} s)",
+                runs.rss_peak_mb - runs.rss_before_mb, aim=Aim("<", 40, " MB"))]
 
 
 def drain_rows(args, lc, witness, base: Path, notes: list[str]) -> list[Row]:
@@ -166,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "ingest" in args.parts:
             rows += ingest_rows(args, base, thing, notes)
-        if {"footprint", "drain"} & set(args.parts):
+        if {"footprint", "drain", "flood"} & set(args.parts):
             from .drain import naive_topic, store_topic
             from .localcloud import LocalCloud
             from .witness import Witness, batch_keys, reading_key
@@ -180,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                         rows += footprint_rows(args, lc, witness, base, notes)
                     if "drain" in args.parts:
                         rows += drain_rows(args, lc, witness, base, notes)
+                    if "flood" in args.parts:
+                        rows += flood_rows(args, lc, witness, base, notes)
                 finally:
                     witness.close()
             notes.append(f"localgg: in-process core, IoT Core = mosquitto {mosquitto_version()} over mutual TLS; "

@@ -43,9 +43,21 @@ class Inbox:
 
     def __init__(self, maxsize: int = 0) -> None:
         self._queue: "queue.Queue[Message]" = queue.Queue(maxsize)
+        self.dropped = 0              # messages a bounded callback let go (the queue was full)
 
-    def put_for(self, tag: str) -> Callback:
-        return lambda topic, payload: self._queue.put(Message(tag, topic, payload))
+    def put_for(self, tag: str, bound: Optional[int] = None) -> Callback:
+        """A callback that queues (tag, topic, payload). With `bound`, a message that finds
+        `bound` or more queued is dropped and counted (a flood must not grow the process
+        without limit; use it only where the sender resends what is not acknowledged)."""
+        if bound is None:
+            return lambda topic, payload: self._queue.put(Message(tag, topic, payload))
+
+        def bounded(topic, payload) -> None:
+            if self._queue.qsize() >= bound:
+                self.dropped += 1
+            else:
+                self._queue.put(Message(tag, topic, payload))
+        return bounded
 
     def put(self, message: Message) -> None:
         self._queue.put(message)

@@ -28,9 +28,10 @@ class Problems:
         self._reported_at: Optional[float] = None
         self._new_kind = False
 
-    def add(self, kind: str, detail: str) -> None:
-        self.counts[kind] += 1
-        if self.counts[kind] == 1:
+    def add(self, kind: str, detail: str, n: int = 1) -> None:
+        first = self.counts[kind] == 0
+        self.counts[kind] += n
+        if first:
             self._new_kind = True
             self._log.warning("%s [kind: %s; further ones are only counted]", detail, kind)
 

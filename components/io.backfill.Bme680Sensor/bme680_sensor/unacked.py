@@ -13,7 +13,8 @@ store already has before anything else is sent again.
 A resend goes out in chunks of `resend_chunk` (oldest first): the next chunk follows as
 soon as the store has acknowledged the previous one, so a store back from a long outage
 is refilled at its own pace, and a dead one gets one chunk every resend_after_ms, not the
-whole buffer.
+whole buffer; while no ack comes the wait doubles after each resend (up to MAX_BACKOFF_MS),
+and the first ack that advances resets it.
 
 When full, adding drops the oldest reading and counts it in `given_up`; `held_from` is the
 lowest seq still held (None when nothing is), so a reader knows that every seq below it was
@@ -27,6 +28,7 @@ from collections import deque
 from typing import Optional
 
 RESEND_CHUNK = 500
+MAX_BACKOFF_MS = 120_000      # the longest wait between resends while the ack stays stalled
 
 
 class Unacked:
@@ -38,6 +40,7 @@ class Unacked:
         self._chunk_end: Optional[int] = None        # the last seq of the chunk resent last
         self._held: deque = deque()
         self._waiting_since: Optional[int] = None    # when the ack last advanced (or holding began)
+        self._stalls = 0                             # resends since the ack last advanced (backoff)
         self.acked: Optional[int] = None             # highest seq acknowledged
         self.given_up = 0
         self.resent = 0
@@ -83,6 +86,7 @@ class Unacked:
             return 0
         self.acked = seq
         self._waiting_since = now_ms
+        self._stalls = 0
         dropped = 0
         while self._held and self._held[0]["seq"] <= seq:
             self._held.popleft()
@@ -99,13 +103,14 @@ class Unacked:
             self._episode_end = None                  # everything that was held at the stall is acknowledged
         if not self._held:
             return []
-        stalled = now_ms - self._waiting_since >= self.resend_after_ms
+        stalled = now_ms - self._waiting_since >= self.wait_ms
         keeping_up = (self._episode_end is not None and self.acked is not None and self._chunk_end is not None
                       and self.acked >= self._chunk_end)
         if not (stalled or keeping_up):
             return []
         if stalled:
             self._episode_end = self._held[-1]["seq"]
+            self._stalls += 1
         self._waiting_since = now_ms
         chunk = [r for r in itertools.islice(self._held, self.resend_chunk) if r["seq"] <= self._episode_end]
         self._chunk_end = chunk[-1]["seq"]
@@ -124,6 +129,13 @@ class Unacked:
         self._waiting_since = now_ms
         self.resent += 1
         return self._held[0]
+
+    @property
+    def wait_ms(self) -> int:
+        """How long the ack may stall before the next resend: resend_after_ms, doubled at each
+        resend that brought no ack (a store that is stopped or drowning is not flooded with
+        copies: 5, 10, 20 ... s), at most MAX_BACKOFF_MS (or resend_after_ms if larger)."""
+        return min(self.resend_after_ms << min(self._stalls, 16), max(MAX_BACKOFF_MS, self.resend_after_ms))
 
     def stamp(self, reading: dict) -> dict:
         """A copy of `reading` carrying the current held_from (when something is held)."""

@@ -32,9 +32,10 @@ from backfill_common.fastcheck import compile_contract
 from backfill_common.problems import Problems
 
 from . import packer, watermark
-from .ledger import ONLINE, InFlight, Ledger
+from .ledger import ONLINE, UNKNOWN, InFlight, Ledger
 from .rate import RatePlan
 from .planner import Planner, Prepared
+from . import store as store_module
 from .store import DeadLetter, DiskFull, Store, is_corruption
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,9 @@ class Forwarder:
                              burst_bytes=s["max_payload_bytes"] + len(self.topic))
         timeout_ms, probe_ms = int(s["confirm_timeout_s"] * 1000), int(s["probe_max_s"] * 1000)
         if self.ledger is None:
-            self.ledger = Ledger(timeout_ms, s["max_in_flight"], probe_ms)
+            self.ledger = Ledger(timeout_ms, s["max_in_flight"], probe_ms, unit_bytes=s["billing_unit_bytes"])
         else:
+            self.ledger.unit_bytes = s["billing_unit_bytes"]
             self.ledger.confirm_timeout_ms, self.ledger.max_in_flight = timeout_ms, s["max_in_flight"]
             self.ledger.probe_max_ms = probe_ms
         if s["confirm"] == "spooled":
@@ -231,8 +233,16 @@ class Forwarder:
             trusted = doc if watermark.implausible(dict(reading, held_from=None)) is None else None
             self._dead_letter(topic, _raw(payload), "implausible: " + why, trusted, now)
             return
+        key = (reading["device"], reading["run"])
+        if key not in self._synced_runs and not self.store.knows(key) and \
+                max(len(self._synced_runs), self.store.run_count()) >= store_module.MAX_RUNS:
+            # each run costs memory (its watermark, its clock): a flood of run ids must not grow
+            # the process without limit. Kept as a dead letter, not acknowledged (no identity).
+            self._dead_letter(topic, _raw(payload), f"too many runs: {store_module.MAX_RUNS:,} runs have "
+                              "readings on the device; a new run waits until some are sent", None, now)
+            return
         self._latest = reading
-        self._synced_runs[(reading["device"], reading["run"])] = bool(reading["clock_synced"])
+        self._synced_runs[key] = bool(reading["clock_synced"])
         self._queue(reading, now)
 
     def _dead_letter(self, topic: str, raw: bytes, reason: str, doc: object, now: int) -> None:
@@ -456,13 +466,23 @@ class Forwarder:
     def _prepare(self, kind: str, now: int) -> Optional[Prepared]:
         """The next batch to send (the planner's choice), or None."""
         in_flight = self.ledger.row_ids()
-        if kind == "probe":
+        capacity = self.capacity
+        if kind == "batch" and self.ledger.link == ONLINE:       # within the window
+            capacity = min(capacity, packer.capacity(self.ledger.room(), self.topic,
+                                                     self.settings["billing_unit_bytes"]))
+        if kind == "probe" and self.ledger.link == UNKNOWN and not in_flight and not self._hold_active(now):
+            # The first message since start: nothing says the link is down, so it waits for
+            # the latency deadline like a batch and carries what one billing unit holds (a
+            # reading alone first would cost a message and its echo more, online at 1 Hz).
+            capacity = min(self.capacity, packer.capacity(self.settings["billing_unit_bytes"], self.topic,
+                                                          self.settings["billing_unit_bytes"]))
+        elif kind == "probe":
             return self._probe(in_flight, now)
         holding = self._hold_active(now)
-        if not self.plan.worth_packing(now, self.store.count - len(in_flight), self.capacity):
+        if not self.plan.worth_packing(now, self.store.count - len(in_flight), capacity):
             return None
-        return self.plan.pack(kind, self.store.newest(), self._rows_from(self.plan.cursor), self.capacity,
-                              in_flight, self._held if holding else None, now)
+        return self.plan.pack(kind, self.store.newest(), self._rows_from(self.plan.cursor), capacity,
+                              in_flight, self._held if holding else None, now, limit=self.capacity)
 
     def _rows_from(self, from_id: int) -> Iterator:
         """Stored rows from `from_id`, oldest first, a page at a time."""
@@ -481,7 +501,7 @@ class Forwarder:
         entries = sorted(self.ledger.entries(), key=lambda e: len(e.payload))
         if entries and self._publish(entries[0].payload, now):
             self.ledger.probed(now)
-            self.ledger.sent_again(entries[0], now)
+            self.ledger.sent_again(entries[0], now, timed_out=False)
             self.store.add_counts(resent=len(entries[0].tags), batches=1, units=entries[0].units)
         return None
 
@@ -515,7 +535,7 @@ class Forwarder:
             return
         flight = self._dead_flight
         if flight is not None:
-            if now - flight[3] < self.ledger.confirm_timeout_ms:
+            if now - flight[3] < self.ledger.timeout_ms:
                 return
             letter_id, key, payload = flight[0], flight[1], flight[2]
         else:
@@ -576,6 +596,12 @@ class Forwarder:
         if not self.store.stale:
             self.store.checkpoint()            # TRUNCATE when the re-timing grew the WAL
 
+    def overloaded(self, dropped: int) -> None:
+        """Readings the runner's bounded inbox let go under a flood (the sensor resends them)."""
+        self.store.add_counts(overloaded=dropped)
+        self.problems.add("overloaded", f"dropped {dropped} incoming message(s): more arrived than the store can "
+                          "take (the sender resends what is not acknowledged)")
+
     def _delete(self, ids, now: int) -> None:
         """Delete confirmed rows; a full disk keeps them in _undeleted, deleted again at the
         next upkeep after DISK_RETRY_MS (they are behind the cursor: nothing else would)."""
@@ -585,6 +611,12 @@ class Forwarder:
             self._undeleted.update(ids)
             self._undeleted_at = now + DISK_RETRY_MS
             self.problems.add("storage", f"could not delete confirmed readings (retrying): {error}")
+
+    def _forget_runs(self) -> None:
+        """Keep the clock flags only of runs the store still knows or that wait to be committed."""
+        waiting = {(r["device"], r["run"]) for r in self._pending}
+        self._synced_runs = {key: synced for key, synced in self._synced_runs.items()
+                             if key in waiting or self.store.knows(key)}
 
     def _upkeep(self, now: int) -> None:
         if self._undeleted and now >= self._undeleted_at:
@@ -598,7 +630,8 @@ class Forwarder:
                     self.plan.changed()
                     self._rewind()
                     self.evicting = True
-                self.store.prune_runs()
+                self.store.prune_runs(max_runs=store_module.MAX_RUNS // 2)   # room for new runs at the door
+                self._forget_runs()
                 self.store.vacuum()
             if now - self._checkpoint_at >= self.settings["checkpoint_interval_s"] * 1000:
                 self._checkpoint_at = now
@@ -638,8 +671,11 @@ class Forwarder:
         if not force and not changed_state and section == self._last_report:
             self._report_at = now + int(self.settings["shadow_interval_s"] * 1000)
             return
+        sent = dict(section)
+        if self._last_report is not None and sent.get("settings") == self._last_report.get("settings"):
+            sent.pop("settings", None)     # the shadow keeps what was reported: only a change goes again
         try:
-            self.port.report(section)
+            self.port.report(sent)
         except Exception as error:
             self.problems.add(f"shadow {type(error).__name__}", f"could not update the shadow: {error}")
             self._report_at = now + int(self.settings["shadow_interval_s"] * 1000)
@@ -667,7 +703,7 @@ class Forwarder:
             times.append(now + max(1, self.rate.wait_ms(now, len(self.plan.prepared.batch.payload) + len(self.topic))))
         times.append(self._retry_at)
         if self._dead_flight is not None:              # its time-out; nothing else goes before
-            times.append(self._dead_flight[3] + self.ledger.confirm_timeout_ms)
+            times.append(self._dead_flight[3] + self.ledger.timeout_ms)
         elif self.store.dead_count > 0:
             times.append(self._dead_at)
         if self._holding:

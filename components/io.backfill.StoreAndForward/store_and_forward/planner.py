@@ -120,22 +120,25 @@ class Planner:
         self.prepared = prepared
 
     def pack(self, kind: str, live, rows: Iterable, capacity: int, in_flight: set,
-             held: Optional[Callable[[object], bool]], now: int) -> Optional[Prepared]:
+             held: Optional[Callable[[object], bool]], now: int, limit: Optional[int] = None) -> Optional[Prepared]:
         """The next batch: the newest row not sent yet first, then the rows from the cursor
         oldest first (`rows`: ascending ids from `self.cursor`), one device, up to
         `capacity`. None when there is nothing, or only a partial batch that may wait.
-        `held(row)` says a row is held back (an unsynchronised clock)."""
+        `held(row)` says a row is held back (an unsynchronised clock). `limit` (at least
+        `capacity`): the largest batch there is; a first row larger than `capacity` but not
+        than `limit` goes alone (a small window must not make a reading unsendable)."""
+        limit = max(capacity, limit or capacity)
         builder: Optional[packer.BatchBuilder] = None
         live_id = None
         if live is not None and live.id > self.live_upto and live.id not in in_flight \
                 and not (held is not None and held(live)) and live.id not in self.too_large:
-            builder = packer.BatchBuilder(live.device, capacity)
-            if self._fits(builder, live):
+            builder = self._first(live, capacity, limit)
+            if builder is not None:
                 live_id = live.id
-            else:
-                builder = None
         cursor, moving, other_device = self.cursor, True, False
         for row in rows:
+            if builder is not None and builder.capacity > capacity:
+                break                              # a large row goes alone
             if row.id in in_flight or row.id == live_id or row.id in self.too_large:
                 if moving:
                     cursor = row.id + 1
@@ -147,9 +150,8 @@ class Planner:
                 moving, other_device = False, True
                 continue
             if builder is None:
-                builder = packer.BatchBuilder(row.device, capacity)
-                if not self._fits(builder, row):
-                    builder = None
+                builder = self._first(row, capacity, limit)
+                if builder is None:
                     if moving:
                         cursor = row.id + 1
                     continue
@@ -162,12 +164,13 @@ class Planner:
             self.waiting_since = None
             return None
         self.row_bytes = max(20, builder.size // len(builder))
-        if not builder.full and not self.latency_due(now):
+        alone = builder.capacity > capacity
+        if not builder.full and not alone and not self.latency_due(now):
             self._looked_at = self.commits         # the cursor stays: these rows are not sent
             return None
         self._looked_at = None
         return Prepared(builder.build(), kind, self.generation, cursor=cursor,
-                        drained=not builder.full and not other_device, commits=self.commits)
+                        drained=not builder.full and not alone and not other_device, commits=self.commits)
 
     def probe(self, latest: Iterable, capacity: int, in_flight: set, stored: int) -> Optional[Prepared]:
         """One small message to learn whether the link is back: the newest reading not in
@@ -182,6 +185,20 @@ class Planner:
             return Prepared(builder.build(), "probe", self.generation, keep=keep, commits=self.commits,
                             drained=not keep and stored - len(in_flight) <= 1)
         return None
+
+    def _first(self, row, capacity: int, limit: int) -> Optional[packer.BatchBuilder]:
+        """A builder holding `row`: of `capacity`, or of `limit` when only that holds it;
+        None (noted in too_large) when it fits in no batch."""
+        builder = packer.BatchBuilder(row.device, capacity)
+        try:
+            builder.add(row.reading(), tag=row.id)
+            return builder
+        except packer.TooLarge:
+            if limit <= capacity:
+                self.too_large.append(row.id)
+                return None
+        builder = packer.BatchBuilder(row.device, limit)
+        return builder if self._fits(builder, row) else None
 
     def _fits(self, builder: packer.BatchBuilder, row) -> bool:
         """Add `row` to an empty builder; False (and noted in too_large) when it fits in no batch."""

@@ -33,6 +33,11 @@ SECTION = "forward"
 CONFIG_SCHEMA = "config-store"
 DB_FILE = "store.db"
 SUBSCRIBE_RETRY_S = (1, 2, 5, 10, 30, 60)
+# Confirmations (echoes, rule acks) at QoS 0: a QoS 1 delivery costs the device's PUBACK too, a
+# billed message of its own over MQTT 3.1.1 (../shared/reference/iot-rules-and-lambda.md); a
+# lost confirmation only means the batch is sent again (a duplicate the cloud dedupes).
+CONFIRM_QOS = 0
+INBOX_READINGS = 5_000           # readings queued for the loop at most: beyond, dropped and counted
 SETTINGS_FILE = "settings.json"       # the last good settings, beside the database
 ACCESS = {"corrected_topic": [(PUBSUB, SUBSCRIBE)], "ack_topic": [(PUBSUB, PUBLISH)],
           "iot_topic": [(MQTT, PUBLISH_IOT)], "dead_letter_topic": [(MQTT, PUBLISH_IOT)],
@@ -82,6 +87,7 @@ class Runner:
         self._local: set[str] = set()
         self._iot: set[str] = set()
         self._stop = threading.Event()
+        self._dropped = 0
 
     def start(self) -> None:
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
@@ -107,7 +113,8 @@ class Runner:
         fwd = self.forwarder
         topic = fwd.settings["corrected_topic"]
         if topic not in self._local:
-            self.ipc.subscribe(topic, self.inbox.put_for("reading:" + topic))
+            # a flood is dropped at the door (counted as overloaded): the sensor resends what is not acknowledged
+            self.ipc.subscribe(topic, self.inbox.put_for("reading:" + topic, bound=INBOX_READINGS))
             self._local.add(topic)
         for iot in fwd.iot_topics():
             if iot not in self._iot:
@@ -124,7 +131,7 @@ class Runner:
                 if answered:
                     self.inbox.put(Message("iot-closed", topic, b""))
             try:
-                self.ipc.subscribe_iot(topic, self.inbox.put_for("iot"), on_closed=closed)
+                self.ipc.subscribe_iot(topic, self.inbox.put_for("iot"), qos=CONFIRM_QOS, on_closed=closed)
                 answered.append(True)
             except Exception as error:
                 delay = SUBSCRIBE_RETRY_S[min(attempt, len(SUBSCRIBE_RETRY_S) - 1)]
@@ -141,6 +148,10 @@ class Runner:
         delay = 0
         while not stop.is_set():
             message = self.inbox.get(timeout=delay / 1000.0)
+            if self.inbox.dropped != self._dropped:        # only the IPC thread adds to it; we only read
+                dropped = self.inbox.dropped
+                fwd.overloaded(dropped - self._dropped)
+                self._dropped = dropped
             try:
                 if message is not None:
                     self.step(message)

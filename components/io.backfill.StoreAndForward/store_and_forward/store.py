@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 COUNTERS = ("received", "stored", "duplicates", "sent", "resent", "confirmed", "evicted", "rejected",
             "dead_lettered", "given_up", "retimed", "batches", "units", "publish_errors", "storage_errors",
             "set_aside", "set_aside_readings", "dead_evicted", "dead_dropped",
-            "dead_forwarded", "conflicts")
+            "dead_forwarded", "conflicts", "overloaded")
 PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (a clock not set yet)
 BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -328,6 +328,13 @@ class Store:
                 self.retimer.load(key, row["offset"], row["max_seq"])
 
     # -- ingest ----------------------------------------------------------------------------
+    def knows(self, key: tuple) -> bool:
+        """The store keeps a watermark for this (device, run)."""
+        return key in self._marks
+
+    def run_count(self) -> int:
+        return len(self._marks)
+
     def watermark(self, device: str, run: str) -> int:
         mark = self._marks.get((device, run))
         return mark.acked if mark else -1

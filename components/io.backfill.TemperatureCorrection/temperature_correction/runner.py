@@ -40,6 +40,7 @@ SHADOW = "backfill"
 SECTION = "correction"
 CONFIG_SCHEMA = "config-correction"
 RETRY_S = 5.0
+INBOX_READINGS = 5_000      # raw readings queued at most: beyond, dropped and counted (the sensor resends)
 ACCESS = {"raw_topic": [(PUBSUB, SUBSCRIBE)], "corrected_topic": [(PUBSUB, PUBLISH)]}
 
 
@@ -66,6 +67,7 @@ class Runner:
         self._report_pending = False      # reported.correction not yet up to date
         self._retry_at = 0.0
         self._config_pending = False      # GetConfiguration failed: the settings in effect stay
+        self._dropped = 0                 # inbox.dropped already counted as a problem
 
     # -- wiring --------------------------------------------------------------------------
     def start(self) -> None:
@@ -83,6 +85,11 @@ class Runner:
         """Handle messages until `stop` is set."""
         while not stop.is_set():
             message = self.inbox.get(timeout=1.0)
+            dropped = self.inbox.dropped               # only the IPC thread adds to it
+            if dropped != self._dropped:
+                self.problems.add("overloaded", f"a flood on the raw topic: readings beyond {INBOX_READINGS:,} "
+                                  "waiting were dropped (the sensor sends them again)", dropped - self._dropped)
+                self._dropped = dropped
             if message is None:
                 self.problems.survive("upkeep", self.maintain)
             else:
@@ -149,7 +156,7 @@ class Runner:
             log.warning("parameter refused by the corrector: %s", refusal)
         topic = change.effective["raw_topic"]
         if topic not in self._subscribed:
-            self.ipc.subscribe(topic, self.inbox.put_for("raw:" + topic))
+            self.ipc.subscribe(topic, self.inbox.put_for("raw:" + topic, bound=INBOX_READINGS))
             self._subscribed.add(topic)
         if change.changed:
             log.info("settings changed (%s): now %s", ", ".join(sorted(change.changed)), change.effective)

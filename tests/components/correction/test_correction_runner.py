@@ -336,3 +336,26 @@ def test_an_ipc_error_reading_the_configuration_is_survived_counted_reported_and
     clock.now += RETRY_S
     runner.maintain()                                             # read again with the next upkeep
     assert runner.corrector.params.factor == 3.0
+
+
+def test_a_flood_on_the_raw_topic_is_bounded_and_counted(ipc):
+    """Like the store's inbox: a flood must not grow the process without limit. Beyond
+    INBOX_READINGS waiting, raw readings are dropped and counted (the sensor sends again what
+    the store has not acknowledged); the rest are corrected."""
+    from temperature_correction.runner import INBOX_READINGS
+    runner = Runner(ipc, Corrector())
+    runner.start()
+    drain(runner)
+    for seq in range(2 * INBOX_READINGS):                # the loop is not running: a stalled correction
+        ipc.deliver(reading(seq))
+    assert runner.inbox.qsize() == INBOX_READINGS and runner.inbox.dropped == INBOX_READINGS
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(ipc.corrected()) == INBOX_READINGS and runner.problems.counts["overloaded"]
+                 == INBOX_READINGS, timeout=60, message="the queued readings corrected, the dropped ones counted")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [d["seq"] for d in ipc.corrected()] == list(range(INBOX_READINGS))

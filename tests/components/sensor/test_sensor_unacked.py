@@ -39,11 +39,11 @@ def test_resend_when_the_ack_stalls_oldest_first():
     held = filled(5, resend_after_ms=5000)               # added at 0..4 s
     assert held.due_for_resend(4_999) == []              # waiting since the first add (0 s)
     assert seqs(held.due_for_resend(5_000)) == [0, 1, 2, 3, 4]
-    assert held.due_for_resend(9_999) == []              # the wait starts again after a resend
-    assert seqs(held.due_for_resend(10_000)) == [0, 1, 2, 3, 4]
-    held.ack(RUN, 1, now_ms=12_000)
-    assert held.due_for_resend(16_999) == []             # an advancing ack restarts the wait
-    assert seqs(held.due_for_resend(17_000)) == [2, 3, 4]
+    assert held.due_for_resend(14_999) == []             # the wait starts again after a resend, doubled
+    assert seqs(held.due_for_resend(15_000)) == [0, 1, 2, 3, 4]
+    held.ack(RUN, 1, now_ms=17_000)
+    assert held.due_for_resend(21_999) == []             # an advancing ack restarts the wait, undoubled
+    assert seqs(held.due_for_resend(22_000)) == [2, 3, 4]
     assert held.resent == 13
 
 
@@ -94,9 +94,26 @@ def test_a_resend_goes_out_in_chunks_paced_by_the_acknowledgements():
     held.ack("0a1b2c3d", 35, 1400)
     assert held.due_for_resend(1400) == [] and len(held) == 0
     assert held.resent == 35
-    # a store that stays away gets one chunk per resend_after_ms, not the whole buffer
+    # a store that stays away gets one chunk per (backed-off) resend_after_ms, not the whole buffer
     for seq in range(36, 60):
         held.add({"run": "0a1b2c3d", "seq": seq}, 1500)
     assert len(held.due_for_resend(2500)) == 10
-    assert held.due_for_resend(3000) == []
-    assert [r["seq"] for r in held.due_for_resend(3500)] == list(range(36, 46))
+    assert held.due_for_resend(4499) == []
+    assert [r["seq"] for r in held.due_for_resend(4500)] == list(range(36, 46))
+
+
+def test_while_the_store_stays_stalled_resends_back_off():
+    """The black-box trial: the store SIGSTOPped for 2 minutes got 24,412 messages for 3,670
+    readings, because the sensor resent everything every resend_after_s. Now the wait doubles."""
+    held = Unacked(RUN, max_unacked=3600, resend_after_ms=5000)
+    resent_at = []
+    for now in range(0, 600_000, 100):            # 10 minutes at 1 Hz with no ack at all
+        if now % 1000 == 0:
+            held.add(reading(now // 1000), now)
+        if held.due_for_resend(now):
+            resent_at.append(now)
+    assert resent_at[:5] == [5_000, 15_000, 35_000, 75_000, 155_000]
+    assert all(b - a <= 120_000 for a, b in zip(resent_at, resent_at[1:]))
+    assert len(resent_at) <= 9 and held.resent < 600 * 6      # was 119 resends, 35,700 copies
+    held.ack(RUN, 599, 600_000)
+    assert held.wait_ms == 5000

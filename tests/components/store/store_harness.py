@@ -21,7 +21,9 @@ TOPIC = f"dt/backfill/{THING}/readings"
 
 
 def settings(**overrides) -> dict:
-    effective = dict(Settings("config-store", "forward").defaults)
+    """The defaults, but max_latency_ms 1000 (each reading leaves within a second, so these
+    tests speak of single readings; the default's batching is held by tests/scripts/test_bench_online.py)."""
+    effective = dict(Settings("config-store", "forward").defaults, max_latency_ms=1000)
     effective.update(overrides)
     return effective
 

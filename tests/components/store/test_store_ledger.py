@@ -49,12 +49,13 @@ def test_a_timeout_while_others_confirm_resends_the_same_batch():
     ledger.record(entry("lost", 0), 0)
     ledger.record(entry("fine", 10), 10)
     assert ledger.due(999) == []
-    ledger.confirm("fine", 500)                      # the link works: "lost" was lost
+    ledger.confirm("fine", 20)                       # the link works (10 ms): "lost" was lost
     due = ledger.due(1000)
     assert [e.batch_id for e in due] == ["lost"]
     ledger.sent_again(due[0], 1000)
     assert due[0].attempts == 2 and due[0].payload == b"x" * 100
-    assert ledger.due(1999) == [] and [e.batch_id for e in ledger.due(2000)] == []   # silent since: offline
+    assert ledger.timeout_ms == 2000                 # backed off
+    assert ledger.due(2999) == [] and [e.batch_id for e in ledger.due(3000)] == []   # silent since: offline
     assert ledger.link == OFFLINE
 
 
@@ -154,3 +155,56 @@ def test_a_probe_lost_after_the_link_returned_is_sent_again():
     ledger.confirm("p-ok", 1500)
     ledger.heard(1800)
     assert [e.batch_id for e in ledger.due(2500)] == ["p-lost"]
+
+
+def sized(batch_id, now, nbytes):
+    return InFlight(batch_id, (batch_id,), frozenset({("pi", "1a2b3c4d")}), b"x" * nbytes, 1, now)
+
+
+def test_a_batch_queued_behind_moving_confirmations_is_not_sent_again():
+    """A slow link: "b" left with "a" and waits behind it. While confirmations keep coming,
+    the queue ahead of "b" is moving: its time-out counts from the last one (TCP's timer
+    restart), not from when it left."""
+    ledger = online_ledger()
+    ledger.record(sized("a", 0, 100), 0)
+    ledger.record(sized("b", 0, 100), 0)
+    ledger.confirm("a", 900)                         # measured: timeout max(1000, 900 + 4*450)
+    assert ledger.timeout_ms == 2700
+    assert ledger.due(3000) == []                    # 3,000 ms after it left, 2,100 after "a"
+    assert [e.batch_id for e in ledger.due(3600)] == ["b"]
+
+
+def test_what_is_in_flight_is_bounded_in_bytes_and_opens_with_confirmations():
+    ledger = Ledger(confirm_timeout_ms=1000, max_in_flight=8, unit_bytes=1000)
+    ledger.heard(0)
+    assert ledger.window_bytes == 1000 and ledger.room() == 1000
+    ledger.record(sized("a", 0, 900), 0)
+    assert ledger.wants(0) == "batch" and ledger.room() == 1000     # at least a unit
+    ledger.record(sized("b", 0, 1000), 0)
+    assert ledger.wants(0) is None                                  # 1,900 in flight of 1,000
+    ledger.confirm("a", 100)
+    assert ledger.window_bytes == 1900 and ledger.wants(100) == "batch"
+    ledger.confirm("b", 200)
+    assert ledger.window_bytes == 2900 and ledger.room() == 2900     # slow start: doubling
+
+
+def test_a_resend_closes_the_window_and_going_offline_too():
+    ledger = Ledger(confirm_timeout_ms=1000, max_in_flight=8, unit_bytes=1000)
+    ledger.heard(0)
+    ledger.window_bytes = 8000
+    ledger.record(sized("lost", 0, 3000), 0)
+    ledger.record(sized("fine", 10, 3000), 10)
+    ledger.confirm("fine", 20)
+    due = ledger.due(1000)
+    assert [e.batch_id for e in due] == ["lost"]
+    ledger.sent_again(due[0], 1000)
+    assert ledger.window_bytes == 1000 and ledger.threshold_bytes == 2000   # half of 3,000, at least 2 units
+    ledger.confirm("lost", 1100)
+    ledger.confirm("x", 1200)
+    assert ledger.window_bytes == 4000                               # slow start up to the threshold
+    ledger.record(sized("c", 1300, 1000), 1300)
+    ledger.confirm("c", 1400)
+    assert ledger.window_bytes == 4250                               # then about a unit per window
+    ledger.record(sized("d", 1500, 100), 1500)
+    ledger.due(2500)                                                 # nothing heard since: offline
+    assert ledger.link == OFFLINE and ledger.window_bytes == 1000
