@@ -182,6 +182,21 @@ def read_shadow(ipc, name: str) -> Optional[dict]:
         return None
 
 
+def follow_shadow(ipc, reach, config: Optional[dict], on_document: Callable[[dict], None]) -> object:
+    """Follow and read the named shadow once `reach` (backfill_common.shadow_reach) judges that
+    `config` lets this component. Returns the document to apply (None: none, or the read
+    failed), or False when there is nothing new: out of reach (said once), or followed already."""
+    if not reach.check(config) or reach.followed:
+        return False
+    try:
+        ipc.on_shadow_document(reach.shadow, on_document)
+    except Exception as error:          # refused all the same: never the end of the component
+        reach.refused(f"{type(error).__name__}: {getattr(error, 'message', None) or error}")
+        return False
+    reach.followed = True
+    return read_shadow(ipc, reach.shadow)
+
+
 def read_configuration(ipc, problems) -> Optional[dict]:
     """`ipc.get_configuration()`, or None (counted in `problems`, logged once) when it fails:
     the settings in effect stay, and the caller reads it again later."""

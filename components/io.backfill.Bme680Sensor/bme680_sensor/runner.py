@@ -27,9 +27,10 @@ from pathlib import Path
 from backfill_common import contracts
 from backfill_common.access import PUBLISH, PUBSUB, SUBSCRIBE
 from backfill_common.follow import Followed
-from backfill_common.ipc import Inbox, Message, read_configuration, read_shadow
+from backfill_common.ipc import Inbox, Message, follow_shadow, read_configuration
 from backfill_common.problems import Problems
 from backfill_common.settings import Settings
+from backfill_common.shadow_reach import ShadowReach
 
 from . import cpu, device
 from .sampler import Sampler
@@ -68,6 +69,7 @@ class Runner:
         self.followed = Followed(Settings(CONFIG_SCHEMA, SECTION, access=ACCESS, thing=self.device),
                                  log, self.problems, settings_path)   # last good values: settings_path
         self.settings = self.followed.settings
+        self.reach = ShadowReach(getattr(ipc, "thing_name", "") or "", SHADOW, log)
         self.sampler: Optional[Sampler] = None
         self.unacked: Optional[Unacked] = None
         self.journal = journal                 # held readings on disk (None: memory only)
@@ -87,8 +89,8 @@ class Runner:
         """Follow configuration and shadow first (so no change is missed), read both, build
         the sampler, subscribe to acknowledgements and report what is in effect."""
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
-        self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        change = self.followed.apply(config=self._read_configuration(), shadow=read_shadow(self.ipc, SHADOW))
+        config = self._read_configuration()
+        change = self.followed.apply(config=config, shadow=self._follow_shadow(config))
         eff = change.effective
         self._set_clock_offset(eff["sim_clock_offset_s"])
         self.sampler = Sampler(self.clock, self.make_opener(eff, self.clock.wall_ms), self.make_cpu(eff),
@@ -130,7 +132,7 @@ class Runner:
         if message.tag == "config":
             config = self._read_configuration()
             if config is not None:
-                self._apply(config=config)
+                self._apply(config=config, shadow=self._follow_shadow(config))
         elif message.tag == "shadow":
             self._apply(shadow=message.payload)
         elif message.tag.startswith("ack:"):
@@ -158,6 +160,11 @@ class Runner:
             if self.journal.lines > self._journal_bound():
                 self.problems.survive("journal rewrite", self.journal.rewrite, self._held_readings())
         self._publish(reading)
+
+    def _follow_shadow(self, config: Optional[dict]) -> object:
+        """The shadow's document once this deployment lets us follow it (False: nothing new)."""
+        return follow_shadow(self.ipc, self.reach, config,
+                             lambda current: self.inbox.put(Message("shadow", "", current)))
 
     def _read_configuration(self) -> Optional[dict]:
         """GetConfiguration, or None (counted) when it fails: the last settings stay, and the
@@ -307,7 +314,9 @@ class Runner:
             self._config_retry_at = now_s + CONFIG_RETRY_S
             config = self._read_configuration()
             if config is not None:
-                self._apply(config=config)
+                self._apply(config=config, shadow=self._follow_shadow(config))
+        if not self.reach.followed:      # out of reach in this deployment: said once, at start
+            return
         problems = self.problems.to_report(now_s)
         if not self._report_pending and problems is None:
             return

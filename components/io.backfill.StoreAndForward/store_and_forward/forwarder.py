@@ -328,6 +328,10 @@ class Forwarder:
             self._hold_anchor = self.clock.mono_ms()
             self._rewind()
 
+    def report_all(self) -> None:
+        """Report everything at once, settings included (the shadow came into reach)."""
+        self._state = self._last_report = None
+
     def _corrupt(self, error: Exception) -> None:
         """The database file is damaged: it is set aside (kept) and a new one takes over;
         what was in flight is forgotten (its readings stay in the old file, counted)."""

@@ -20,8 +20,9 @@ from typing import Optional
 
 from backfill_common.access import MQTT, PUBLISH, PUBLISH_IOT, PUBSUB, SUBSCRIBE, SUBSCRIBE_IOT
 from backfill_common.follow import Followed
-from backfill_common.ipc import Inbox, Message, read_shadow
+from backfill_common.ipc import Inbox, Message, follow_shadow
 from backfill_common.settings import Settings
+from backfill_common.shadow_reach import ShadowReach
 
 from .forwarder import Forwarder, expand
 from .store import Store, StoreConfig
@@ -47,8 +48,8 @@ ACCESS = {"corrected_topic": [(PUBSUB, SUBSCRIBE)], "ack_topic": [(PUBSUB, PUBLI
 class IpcPort:
     """The Forwarder's Port over the IPC adapter (backfill_common.ipc.Ipc)."""
 
-    def __init__(self, ipc) -> None:
-        self.ipc = ipc
+    def __init__(self, ipc, reach: Optional[ShadowReach] = None) -> None:
+        self.ipc, self.reach = ipc, reach
 
     def publish_ack(self, topic: str, doc: dict) -> None:
         self.ipc.publish_json(topic, doc)
@@ -57,6 +58,8 @@ class IpcPort:
         self.ipc.publish_iot(topic, payload, 1)
 
     def report(self, section: dict) -> None:
+        if self.reach is not None and not self.reach.followed:
+            return        # out of reach in this deployment (said once); reported in full once in reach
         self.ipc.update_shadow(SHADOW, {"state": {"reported": {"store": section}}})
 
 
@@ -77,7 +80,8 @@ def consistent(s: dict) -> list:
 class Runner:
     def __init__(self, ipc, clock, work_dir: Path, port=None) -> None:
         self.ipc, self.clock, self.work_dir = ipc, clock, Path(work_dir)
-        self.port = port if port is not None else IpcPort(ipc)
+        self.reach = ShadowReach(getattr(ipc, "thing_name", "") or "", SHADOW, log)
+        self.port = port if port is not None else IpcPort(ipc, self.reach)
         self.followed = Followed(Settings(CONFIG_SCHEMA, SECTION, together=consistent, access=ACCESS,
                                           thing=getattr(ipc, "thing_name", "") or "", expand=expand),
                                  log, path=self.work_dir / SETTINGS_FILE)
@@ -91,8 +95,8 @@ class Runner:
 
     def start(self) -> None:
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
-        self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        change = self.followed.apply(config=self._configuration({}), shadow=read_shadow(self.ipc, SHADOW))
+        config = self._configuration({})
+        change = self.followed.apply(config=config, shadow=self._follow_shadow(config))
         s = change.effective
         store = Store(StoreConfig(self.work_dir / DB_FILE, synchronous=s["synchronous"]), self.clock)
         log.info("store %s: %d readings waiting, counters %s", self.work_dir / DB_FILE, store.count, store.counters)
@@ -108,6 +112,11 @@ class Runner:
             log.warning("could not read the configuration (%s); %s", error,
                         "using the defaults" if fallback is not None else "keeping the settings in effect")
             return fallback
+
+    def _follow_shadow(self, config: Optional[dict]) -> object:
+        """The shadow's document once this deployment lets us follow it (False: nothing new)."""
+        return follow_shadow(self.ipc, self.reach, config,
+                             lambda current: self.inbox.put(Message("shadow", "", current)))
 
     def _subscribe(self) -> None:
         fwd = self.forwarder
@@ -180,7 +189,10 @@ class Runner:
         elif message.tag == "config":
             config = self._configuration()
             if config is not None:
-                self._apply(config=config)
+                was = self.reach.followed
+                self._apply(config=config, shadow=self._follow_shadow(config))
+                if self.reach.followed and not was:
+                    self.forwarder.report_all()
         elif message.tag == "shadow":
             self._apply(shadow=message.payload)
         elif message.tag == "stop":

@@ -30,6 +30,7 @@ from backfill_common.follow import Followed
 from backfill_common.ipc import Inbox, Message, read_configuration
 from backfill_common.problems import Problems
 from backfill_common.settings import Settings
+from backfill_common.shadow_reach import ShadowReach
 
 from . import handler as lambda_handler
 from .correction import Corrector
@@ -61,6 +62,7 @@ class Runner:
                                           thing=getattr(ipc, "thing_name", "") or ""),
                                  log, self.problems, settings_path)   # last good values: settings_path
         self.settings = self.followed.settings
+        self.reach = ShadowReach(getattr(ipc, "thing_name", "") or "", SHADOW, log)
         self.corrected = 0
         self._subscribed: set[str] = set()
         self._shadow_pending = False      # GetThingShadow still owed (it failed at start)
@@ -74,9 +76,8 @@ class Runner:
         """Follow configuration and shadow first (so no change is missed), read both, apply,
         subscribe to the raw topic and report what is in effect."""
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
-        self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        self._apply(config=self._read_configuration())
-        self._shadow_pending = self._report_pending = True
+        self._apply(config=self._read_configuration())     # follows the shadow when in reach
+        self._report_pending = True
         self.maintain()
         log.info("correcting %s -> %s with %s", self.settings.effective["raw_topic"],
                  self.settings.effective["corrected_topic"], self._parameters())
@@ -168,11 +169,25 @@ class Runner:
         config = read_configuration(self.ipc, self.problems)
         self._config_pending = config is None
         self._report_pending = self._report_pending or config is None     # the problem goes in the shadow
+        self._follow(config)
         return config
+
+    def _follow(self, config: Optional[dict]) -> None:
+        """Follow the shadow's documents once this deployment lets us (backfill_common.shadow_reach);
+        out of reach, said once, and the component runs on its configuration alone."""
+        if not self.reach.check(config) or self.reach.followed:
+            return
+        try:
+            self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
+        except Exception as error:      # refused all the same: never the end of the component
+            self.reach.refused(describe(error))
+            return
+        self.reach.followed = True
+        self._shadow_pending = self._report_pending = True
 
     def _read_shadow(self) -> bool:
         """Apply desired.correction from GetThingShadow, if that is owed. False when it failed."""
-        if not self._shadow_pending:
+        if not (self._shadow_pending and self.reach.followed):
             return True
         try:
             document = self.ipc.get_shadow(SHADOW)
@@ -187,7 +202,7 @@ class Runner:
 
     def _report(self) -> bool:
         """Report the settings in effect under reported.correction, if owed. False when it failed."""
-        if not self._report_pending:
+        if not (self._report_pending and self.reach.followed):
             return True
         now = self.clock()
         problems = self.problems.to_report(now)

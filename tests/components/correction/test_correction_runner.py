@@ -136,7 +136,8 @@ def test_json_as_binary_is_accepted(ipc):
 
 def test_configuration_and_shadow_desired_at_start():
     ipc = MemoryIpc(config={"factor": 1.0, "window": 1, "corrected_topic": "mine/corrected",
-                            "accessControl": {"aws.greengrass.ipc.pubsub": {"any": {"operations": ["*"], "resources": ["*"]}}}},
+                            "accessControl": {"aws.greengrass.ipc.pubsub": {"any": {"operations": ["*"], "resources": ["*"]}},
+                              "aws.greengrass.ShadowManager": {"any": {"operations": ["*"], "resources": ["*"]}}}},
                     shadow={"state": {"desired": {"correction": {"window": 3}, "sampling": {"interval_s": 5}}}})
     runner = started(ipc)
     assert ipc.reports[-1]["factor"] == 1.0 and ipc.reports[-1]["window"] == 3
@@ -359,3 +360,39 @@ def test_a_flood_on_the_raw_topic_is_bounded_and_counted(ipc):
         stop.set()
         thread.join(10)
     assert [d["seq"] for d in ipc.corrected()] == list(range(INBOX_READINGS))
+
+
+def recipe_access(interpolated: bool, thing: str = "dev-1") -> dict:
+    """The recipe's own accessControl as GetConfiguration returns it, with or without the
+    nucleus's interpolateComponentConfiguration."""
+    from pathlib import Path
+    import yaml
+    text = (Path(__file__).resolve().parents[3] / "recipes" / "io.backfill.TemperatureCorrection.yaml").read_text()
+    if interpolated:
+        text = text.replace("{iot:thingName}", thing)
+    return yaml.safe_load(text)["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+
+
+def test_the_console_pick_without_interpolation_corrects_on_and_follows_the_shadow_once_allowed(caplog):
+    """The issue's first failure: deployed as the console does it, the correction subscribed
+    to `$aws/things/{iot:thingName}/shadow/...`, was refused and exited. Now the shadow is
+    judged out of reach from its own accessControl, said once, and readings are corrected;
+    a later deployment that interpolates brings the shadow in."""
+    ipc = MemoryIpc(config={"accessControl": recipe_access(False)})
+    ipc.thing_name = "dev-1"
+    with caplog.at_level(logging.WARNING, logger="temperature_correction.runner"):
+        runner = started(ipc)
+        ipc.deliver(reading(0))
+        drain(runner)
+        runner.maintain()
+    assert len(ipc.corrected()) == 1
+    assert ipc.shadow_callbacks == [] and ipc.reports == []
+    said = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
+    assert len(said) == 1 and "interpolateComponentConfiguration" in said[0], said
+    ipc.change_config(accessControl=recipe_access(True))
+    drain(runner)
+    runner.maintain()
+    assert len(ipc.shadow_callbacks) == 1 and ipc.reports and ipc.reports[-1]["factor"] == 2.25
+    ipc.set_desired({"factor": 3.0})
+    drain(runner)
+    assert runner.settings.effective["factor"] == 3.0

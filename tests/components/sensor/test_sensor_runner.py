@@ -12,7 +12,8 @@ from bme680_sensor.runner import Runner
 
 RAW, ACKS = "backfill/readings/raw", "backfill/acks"
 CONFIG = {"bus": "simulated", "scenario": "steady", "cpu_source": "sysfs", "cpu_path": "/nonexistent/temp",
-          "interval_s": 1.0, "resend_after_s": 3600, "accessControl": {"aws.greengrass.ipc.pubsub": {"any": {"operations": ["*"], "resources": ["*"]}}}}
+          "interval_s": 1.0, "resend_after_s": 3600, "accessControl": {"aws.greengrass.ipc.pubsub": {"any": {"operations": ["*"], "resources": ["*"]}},
+                              "aws.greengrass.ShadowManager": {"any": {"operations": ["*"], "resources": ["*"]}}}}
 
 
 class MemoryIpc:
@@ -262,3 +263,35 @@ def test_a_reading_whose_check_fails_is_still_held_and_published(monkeypatch):
     assert seqs == list(range(len(seqs))) and len(seqs) >= 5
     assert [r["seq"] for r in runner.unacked.held()] == seqs
     assert ipc.raw()[-1]["status"] == "out_of_range"
+
+
+def recipe_access(interpolated: bool, thing: str = "gw-1") -> dict:
+    """The recipe's own accessControl as GetConfiguration returns it, with or without the
+    nucleus's interpolateComponentConfiguration."""
+    from pathlib import Path
+    import yaml
+    text = (Path(__file__).resolve().parents[3] / "recipes" / "io.backfill.Bme680Sensor.yaml").read_text()
+    if interpolated:
+        text = text.replace("{iot:thingName}", thing)
+    return yaml.safe_load(text)["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+
+
+def test_the_console_pick_without_interpolation_samples_on_and_follows_the_shadow_once_allowed(setup, caplog):
+    """Deployed as the console does it (no interpolation: accessControl still reads
+    {iot:thingName}), the shadow is out of reach: the runner never tries it (the nucleus
+    would refuse it and that used to end the component), says so once with what to set, and
+    samples on. When a later deployment interpolates, it follows the shadow and reports."""
+    with caplog.at_level(logging.WARNING, logger="bme680_sensor.runner"):
+        ipc, clock, runner = setup(config=dict(CONFIG, accessControl=recipe_access(False)))
+        run_for(runner, clock, 3_000)
+        assert [r["seq"] for r in ipc.raw()] == [0, 1, 2]
+        assert ipc.shadow_callbacks == [] and ipc.reports == []
+        said = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
+        assert len(said) == 1 and "interpolateComponentConfiguration" in said[0]
+        ipc.change_config(accessControl=recipe_access(True))
+        run_for(runner, clock, 1_000)
+    assert len(ipc.shadow_callbacks) == 1
+    assert ipc.reports and ipc.reports[-1]["state"]["reported"]["sampling"]["interval_s"] == 1.0
+    ipc.set_desired({"interval_s": 0.5})
+    run_for(runner, clock, 2_000)
+    assert runner.settings.effective["interval_s"] == 0.5

@@ -65,6 +65,11 @@ class FakeIpc:
             self.iot[topic](topic, payload)
 
 
+# what a deployment allows here: everything (an empty accessControl would allow nothing)
+ALLOW_ALL = {service: {"any": {"operations": ["*"], "resources": ["*"]}}
+             for service in ("aws.greengrass.ipc.pubsub", "aws.greengrass.ipc.mqttproxy", "aws.greengrass.ShadowManager")}
+
+
 def start(tmp_path, ipc):
     runner = Runner(ipc, SystemClock(), tmp_path)
     runner.start()
@@ -75,7 +80,7 @@ def start(tmp_path, ipc):
 
 
 def test_readings_flow_to_iot_core_and_are_deleted_when_echoed(tmp_path):
-    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": {}})
+    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": ALLOW_ALL})
     runner, stop, thread = start(tmp_path, ipc)
     try:
         deliver = ipc.local["backfill/readings/corrected"]
@@ -130,7 +135,7 @@ def test_close_commits_what_is_held(tmp_path):
 def test_a_closed_iot_core_subscription_is_made_again_and_forwarding_goes_on(tmp_path):
     """The heart issue, item 10: when the SubscribeToIoTCore stream closed, the link looked
     offline forever."""
-    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": {}})
+    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": ALLOW_ALL})
     runner, stop, thread = start(tmp_path, ipc)
     try:
         topic = f"dt/backfill/{THING}/readings"
@@ -155,7 +160,7 @@ def test_a_flood_is_bounded_at_the_door_and_counted(tmp_path):
     every message queued for the loop. Now at most INBOX_READINGS wait; the rest are dropped
     and counted (the sensor resends what is not acknowledged)."""
     from store_and_forward.runner import INBOX_READINGS
-    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": {}})
+    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": ALLOW_ALL})
     runner = Runner(ipc, SystemClock(), tmp_path)
     runner.start()                                           # the loop is not running yet: a stalled store
     deliver = ipc.local["backfill/readings/corrected"]
@@ -175,6 +180,46 @@ def test_a_flood_is_bounded_at_the_door_and_counted(tmp_path):
                  and any(doc["seq"] == kept - 1 for _, doc in ipc.acks), timeout=60,
                  message="the queued readings stored, the dropped ones counted")
         assert max(doc["seq"] for _, doc in ipc.acks) == kept - 1      # nothing dropped is acknowledged
+    finally:
+        stop.set()
+        thread.join(10)
+        runner.close()
+
+
+def recipe_access(interpolated: bool) -> dict:
+    """The recipe's own accessControl as GetConfiguration returns it, with or without the
+    nucleus's interpolateComponentConfiguration."""
+    from pathlib import Path
+    import yaml
+    text = (Path(__file__).resolve().parents[3] / "recipes" / "io.backfill.StoreAndForward.yaml").read_text()
+    if interpolated:
+        text = text.replace("{iot:thingName}", THING)
+    return yaml.safe_load(text)["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+
+
+def test_the_console_pick_without_interpolation_forwards_and_reports_in_full_once_allowed(tmp_path, caplog):
+    """Deployed as the console does it, the store's shadow is out of reach: no subscription,
+    no report (the nucleus would refuse them), said once; readings are stored, acknowledged,
+    sent and confirmed all the same (the IoT Core topics are allowed with `+` at the thing's
+    level). A later deployment that interpolates brings the shadow in, and the first report
+    carries the settings too."""
+    ipc = FakeIpc(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": recipe_access(False)})
+    runner, stop, thread = start(tmp_path, ipc)
+    try:
+        deliver = ipc.local["backfill/readings/corrected"]
+        for seq in range(5):
+            deliver("backfill/readings/corrected", corrected(seq))
+        wait_for(lambda: runner.forwarder.store.count == 0 and runner.forwarder.store.counters.get("confirmed") == 5,
+                 message="5 readings confirmed and deleted")
+        assert any(doc["seq"] == 4 for _, doc in ipc.acks)
+        assert ipc.on_shadow is None and ipc.reports == []
+        said = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
+        assert len(said) == 1 and "interpolateComponentConfiguration" in said[0], said
+        ipc.config["accessControl"] = recipe_access(True)
+        ipc.on_config()
+        wait_for(lambda: ipc.reports, message="a report once the shadow is in reach")
+        assert ipc.on_shadow is not None
+        assert "settings" in ipc.reports[0]["state"]["reported"]["store"]
     finally:
         stop.set()
         thread.join(10)
