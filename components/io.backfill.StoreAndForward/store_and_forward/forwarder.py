@@ -182,7 +182,7 @@ class Forwarder:
 
     def confirm_topic(self) -> Optional[str]:
         """The IoT Core topic to subscribe to for confirmations (None: confirm spooled)."""
-        return {"echo": self.topic, "rule": self.rule_topic}.get(self.settings["confirm"])
+        return {"echo": self.topic, "rule": self.rule_topic, "landing": self.rule_topic}.get(self.settings["confirm"])
 
     def iot_topics(self) -> list[str]:
         """Every IoT Core topic to subscribe to: the confirmations', and the dead letters' echo."""
@@ -366,7 +366,7 @@ class Forwarder:
                 self.ledger.heard(now)
                 return
             self._confirmed(doc["batch"], now, doc)
-        elif mode == "rule" and topic == self.rule_topic:
+        elif mode in ("rule", "landing") and topic == self.rule_topic:   # the same message; landing: once in the table
             try:
                 doc = json.loads(payload)
                 batch = doc["batch"]
