@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run everything on a machine that has nothing but Python 3.
 
-    python3 scripts/dev.py run [--seconds N]   build, start the cloud side and a local core, deploy, show it working
+    python3 scripts/dev.py run [--seconds N] [--fresh]   build, start the cloud side and a local core, deploy, show it working
     python3 scripts/dev.py test [PYTEST ARGS]  the test suite (what CI runs)
     python3 scripts/dev.py bench [ARGS]        the benchmarks
 
@@ -95,23 +95,57 @@ def cmd_bench(args: list[str]) -> int:
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "bench"), *args], cwd=ROOT).returncode
 
 
+RUN_HELP = """build the components, start the cloud side (an IoT Core stand-in with mutual TLS
+and a shadow service) and a local Greengrass core, deploy io.backfill.SensorPipeline (the
+sensor on a simulated BME680) and show the corrected readings until Ctrl-C.
+
+State is kept across runs (the store's backlog, the cloud's record) unless --fresh. Faults
+to try from another terminal while it runs (the run follows them):
+  localgg fault link down|up|flap --root .localgg/root
+  localgg fault core restart [--kill] --root .localgg/root
+  localgg fault component kill -n io.backfill.StoreAndForward --root .localgg/root
+  localgg fault broker restart --cloud .localgg/cloud"""
+
+
+def run_arguments(args: list[str]):
+    import argparse
+    parser = argparse.ArgumentParser(prog="python3 scripts/dev.py run", description=RUN_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
+    parser.add_argument("--fresh", action="store_true", help="start over: remove what an earlier run left")
+    parser.add_argument("--state", type=Path, default=RUN_ROOT, help="where the run keeps its state (default .localgg)")
+    parsed = parser.parse_args(args)
+    if parsed.seconds is not None and parsed.seconds <= 0:
+        parser.error("--seconds must be more than 0")
+    return parsed
+
+
 def cmd_run(args: list[str]) -> int:
-    seconds = float(args[args.index("--seconds") + 1]) if "--seconds" in args else None
+    import devrun
+    options = run_arguments(args)            # --help ends here, before anything starts
+    state = options.state.resolve()
     ensure_venv()
     if ensure_mosquitto() is None:
         say("mosquitto could not be installed here: falling back to the embedded broker amqtt (pip)")
         subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "amqtt>=0.11"], check=True)
     say("building the components (scripts/build.py, GDK's zip rules)")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build.py")], check=True)
-    if RUN_ROOT.exists():
-        shutil.rmtree(RUN_ROOT)
-    RUN_ROOT.mkdir(parents=True)
-    cloud, root, received_db = RUN_ROOT / "cloud", RUN_ROOT / "root", RUN_ROOT / "iot-core-received.db"
+    cloud, root, received_db = state / "cloud", state / "root", state / "iot-core-received.db"
+    left = devrun.stop_core(root) if root.exists() else None
+    if left is not None:
+        say(f"stopped a core an earlier run left running (pid {left})")
+    if options.fresh and state.exists():
+        say(f"--fresh: removing {state}")
+        shutil.rmtree(state)
+    elif (root / "work").exists():
+        say(f"keeping what an earlier run left in {state} (the store forwards its backlog first; --fresh starts over)")
+    state.mkdir(parents=True, exist_ok=True)
+    before, _ = devrun.cloud_readings(received_db)
     processes: list[subprocess.Popen] = []
 
     def spawn(log_name: str, *localgg_args: str) -> subprocess.Popen:
         proc = subprocess.Popen([str(PYTHON), "-m", "localgg", *localgg_args], env=venv_env(),
-                                stdout=open(RUN_ROOT / log_name, "w"), stderr=subprocess.STDOUT)
+                                stdout=open(state / log_name, "a"), stderr=subprocess.STDOUT)
         processes.append(proc)
         return proc
 
@@ -119,17 +153,17 @@ def cmd_run(args: list[str]) -> int:
         deadline = time.monotonic() + 60
         while not path.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                print((RUN_ROOT / log_name).read_text(), file=sys.stderr)
+                print((state / log_name).read_text(), file=sys.stderr)
                 raise SystemExit(f"{what} did not start")
             time.sleep(0.1)
 
+    follower = None
     try:
         say(f"starting the cloud side (IoT Core stand-in with mutual TLS, shadow service) in {cloud}")
+        (cloud / "control.sock").unlink(missing_ok=True)
         proc = spawn("cloud.out", "cloud", "start", "--dir", str(cloud), "--broker", "auto")
         wait_for_file(cloud / "control.sock", proc, "cloud.out", "the cloud")
-        print("    " + (RUN_ROOT / "cloud.out").read_text().strip().replace("\n", "\n    "))
-        proc = spawn("recorder.out", "cloud", "record", "--cloud", str(cloud), "--topic", "dt/#",
-                     "--db", str(received_db))
+        spawn("recorder.out", "cloud", "record", "--cloud", str(cloud), "--topic", "dt/#", "--db", str(received_db))
         say(f"starting a local Greengrass core under {root}, connected to it")
         proc = spawn("core.out", "start", "--root", str(root), "--thing", "backfill-dev", "--cloud", str(cloud))
         wait_for_file(root / "localgg.pid", proc, "core.out", "the core")
@@ -143,77 +177,37 @@ def cmd_run(args: list[str]) -> int:
                 "--merge", "io.backfill.Bme680Sensor=1.0.0", "--merge", "aws.greengrass.Nucleus=2.18.2", "--merge", "aws.greengrass.ShadowManager=2.3.12",
                 "--update-config", str(DEPLOYMENT), "--wait", "600")
         localgg("component", "list", "--root", str(root))
+        seconds = options.seconds
         say("corrected readings on local pub/sub, raw beside corrected (Ctrl-C to stop)" if seconds is None
             else f"corrected readings on local pub/sub, raw beside corrected, for {seconds:g} s")
-        watch = subprocess.Popen([str(PYTHON), "-m", "localgg", "pubsub", "sub", "--root", str(root),
-                                  "--topic", "backfill/readings/corrected"], env=venv_env(),
-                                 stdout=subprocess.PIPE, text=True)
-        shown = _show_readings(watch, seconds)
-        readings, batches = _cloud_readings(received_db)
-        say(f"{shown} corrected readings went over local pub/sub; IoT Core received {readings} readings in "
-            f"{batches} batches (recorded in {received_db}); logs are in {root / 'logs'}")
-        return 0 if shown and readings else 1
+        follower = devrun.Follower(str(PYTHON), venv_env(), root,
+                                   None if seconds is None else time.monotonic() + seconds)
+        try:
+            follower.run()
+        except KeyboardInterrupt:
+            pass
+        keys, batches = devrun.cloud_readings(received_db)
+        new = keys - before
+        restarts = f"; the core went away {follower.restarts} time(s) and was followed" if follower.restarts else ""
+        say(f"{follower.distinct} distinct corrected readings went over local pub/sub ({follower.copies} "
+            f"copies: a resend is a copy){restarts}; IoT Core has received {len(new)} distinct readings "
+            f"in this run (recorded in {received_db}: {len(keys)} since it was made); logs are in {root / 'logs'}")
+        return 0 if follower.distinct and new else 1
+    except KeyboardInterrupt:
+        return 130
     finally:
         say("stopping the core and the cloud")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C must not leave processes behind
+        devrun.stop_core(root)
         for proc in reversed(processes):
-            proc.send_signal(signal.SIGTERM)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(processes):
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def _show_readings(watch: subprocess.Popen, seconds: float | None) -> int:
-    """Print each corrected reading `localgg pubsub sub` shows, one line each, until the time is up."""
-    import json
-    import threading
-    shown = 0
-    if seconds is not None:
-        threading.Timer(seconds, watch.terminate).start()
-    try:
-        for line in watch.stdout:
-            start = line.find("{")
-            try:
-                reading = json.loads(line[start:]) if start >= 0 else None
-            except ValueError:
-                reading = None
-            if not isinstance(reading, dict) or "seq" not in reading:
-                print(line.rstrip(), flush=True)
-                continue
-            shown += 1
-            if reading.get("status") != "ok":
-                print(f"    seq {int(reading['seq']):>5}  status {reading.get('status')}", flush=True)
-                continue
-            print(f"    seq {int(reading['seq']):>5}  raw {reading['temperature_raw']:6.2f} C  ->  corrected "
-                  f"{reading['temperature']:6.2f} C   (cpu {reading['cpu_temperature']:5.1f} C, "
-                  f"{reading['humidity']:5.1f} %RH, {reading['pressure']:7.2f} hPa)", flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        watch.terminate()
-        watch.wait()
-    return shown
-
-
-def _cloud_readings(db: Path) -> tuple[int, int]:
-    """(distinct readings, batches) that IoT Core received on the store's topic."""
-    import json
-    import sqlite3
-    if not db.exists():
-        return 0, 0
-    with sqlite3.connect(db) as conn:
-        payloads = [row[0] for row in conn.execute("SELECT payload FROM messages WHERE topic LIKE 'dt/backfill/%'")]
-    keys = set()
-    for payload in payloads:
-        try:
-            batch = json.loads(payload)
-            common = batch.get("common") or {}
-            for row in batch["rows"]:
-                reading = {**common, **dict(zip(batch["fields"], row))}
-                keys.add((reading["run"], reading["seq"]))
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue
-    return len(keys), len(payloads)
+                proc.wait()
 
 
 COMMANDS = {"run": cmd_run, "test": cmd_test, "bench": cmd_bench}

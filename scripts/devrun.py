@@ -1,0 +1,177 @@
+"""The main job's mechanics (`python3 scripts/dev.py run`), standard library only: follow the
+corrected readings across whatever a user does to the core meanwhile, stop every process it
+started (and a core that `localgg fault core restart --kill` started in its stead), and count
+what IoT Core received.
+
+    follower = Follower(python, env, root, deadline)   # deadline: time.monotonic() value or None
+    follower.run()                 # until the deadline or Ctrl-C; a core restart is followed
+    follower.distinct, follower.copies
+    stop_core(root)                # SIGTERM the core under root (by its pid file), SIGKILL after 60 s
+    keys, batches = cloud_readings(db)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+CORRECTED = "backfill/readings/corrected"
+
+
+def say(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:                                      # a zombie child of ours is gone for our purpose
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def core_pid(root: Path) -> Optional[int]:
+    try:
+        pid = int((root / "localgg.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def stop_core(root: Path, timeout: float = 60) -> Optional[int]:
+    """Stop the core running under `root`, whoever started it; returns its pid (None: none ran)."""
+    pid = core_pid(root)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return pid
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def line_of(reading: dict) -> str:
+    """One reading, with its run (a sensor restart starts a new run at seq 0)."""
+    where = f"    run {str(reading['run'])[:8]} seq {int(reading['seq']):>5}"
+    if reading.get("status") != "ok":
+        return f"{where}  status {reading.get('status')}"
+    return (f"{where}  raw {reading['temperature_raw']:6.2f} C  ->  corrected "
+            f"{reading['temperature']:6.2f} C   (cpu {reading['cpu_temperature']:5.1f} C, "
+            f"{reading['humidity']:5.1f} %RH, {reading['pressure']:7.2f} hPa)")
+
+
+class Follower:
+    """`localgg pubsub sub` on the corrected topic, started again whenever it ends before the
+    deadline (the core restarted, or was killed and started again)."""
+
+    def __init__(self, python: str, env: dict, root: Path, deadline: Optional[float],
+                 out: Callable[[str], None] = lambda text: print(text, flush=True)) -> None:
+        self.python, self.env, self.root, self.deadline, self.out = python, env, root, deadline, out
+        self.keys: set = set()
+        self.copies = 0
+        self.restarts = 0
+        self._watch: Optional[subprocess.Popen] = None
+        self._timer: Optional[threading.Timer] = None
+
+    @property
+    def distinct(self) -> int:
+        return len(self.keys)
+
+    def over(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def run(self) -> None:
+        if self.deadline is not None:
+            self._timer = threading.Timer(max(self.deadline - time.monotonic(), 0), self._terminate)
+            self._timer.daemon = True
+            self._timer.start()
+        try:
+            while not self.over():
+                self._watch = subprocess.Popen(
+                    [self.python, "-m", "localgg", "pubsub", "sub", "--root", str(self.root), "--topic", CORRECTED],
+                    env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                if self.over():                  # the timer fired while it started
+                    self._terminate()
+                self._show(self._watch)
+                if self.over():
+                    break
+                self.restarts += 1
+                self.out("    -- the core went away (restarted or killed): following again once it is back")
+                self._wait_for_core()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._terminate()
+
+    def _terminate(self) -> None:
+        watch = self._watch
+        if watch is not None and watch.poll() is None:
+            watch.terminate()
+
+    def _show(self, watch: subprocess.Popen) -> None:
+        try:
+            for line in watch.stdout:
+                start = line.find("{")
+                try:
+                    reading = json.loads(line[start:]) if start >= 0 else None
+                except ValueError:
+                    reading = None
+                if not isinstance(reading, dict) or "seq" not in reading or "run" not in reading:
+                    if line.strip():
+                        self.out("    " + line.strip())
+                    continue
+                self.copies += 1
+                key = (reading["run"], int(reading["seq"]))
+                if key in self.keys:
+                    continue                     # a resend: shown once
+                self.keys.add(key)
+                self.out(line_of(reading))
+        finally:
+            watch.wait()
+
+    def _wait_for_core(self) -> None:
+        while not self.over():
+            if core_pid(self.root) is not None and (self.root / "ipc.socket").exists():
+                result = subprocess.run([self.python, "-m", "localgg", "status", "--root", str(self.root)],
+                                        env=self.env, capture_output=True, timeout=60)
+                if result.returncode == 0:
+                    self.out("    -- the core is back")
+                    return
+            time.sleep(0.5)
+
+
+def cloud_readings(db: Path) -> tuple[set, int]:
+    """(the distinct (run, seq) that IoT Core received on the store's topic, batches)."""
+    if not db.exists():
+        return set(), 0
+    with sqlite3.connect(db) as conn:
+        payloads = [row[0] for row in conn.execute("SELECT payload FROM messages WHERE topic LIKE 'dt/backfill/%'")]
+    keys = set()
+    for payload in payloads:
+        try:
+            batch = json.loads(payload)
+            common = batch.get("common") or {}
+            for row in batch["rows"]:
+                reading = {**common, **dict(zip(batch["fields"], row))}
+                keys.add((reading["run"], reading["seq"]))
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue
+    return keys, len(payloads)
