@@ -80,6 +80,7 @@ class Runner:
         self._config_retry_at = 0.0
         self._subscribed: set[str] = set()
         self._report_pending = False
+        self._refused_reported: list = []      # the refused settings the shadow was last told of
         self._status: Optional[str] = None
         self._stalled = False
         self._skipped = 0
@@ -280,6 +281,8 @@ class Runner:
     # -- settings ------------------------------------------------------------------------
     def _apply(self, config: Optional[dict] = None, shadow: object = False) -> None:
         change = self.followed.apply(config=config, shadow=shadow)
+        if self.settings.problems != self._refused_reported:
+            self._report_pending = True         # the cloud learns which setting was refused, and why
         if not change.changed:
             return
         eff = change.effective
@@ -321,6 +324,9 @@ class Runner:
         if not self._report_pending and problems is None:
             return
         reported: dict = {SECTION: dict(self.settings.effective)} if self._report_pending else {}
+        refused = list(self.settings.problems)
+        if self._report_pending:
+            reported["refused"] = {SECTION: refused or None}      # null clears it in the shadow
         if problems is not None:
             reported["problems"] = {"sensor": dict(problems, given_up=self.given_up)}
         try:
@@ -329,6 +335,8 @@ class Runner:
             self.problems.add(f"shadow report {type(error).__name__}",
                               f"could not report reported.{SECTION} (retrying): {error}")
             return
+        if self._report_pending:
+            self._refused_reported = refused
         self._report_pending = False
         if problems is not None:
             self.problems.reported(problems, now_s)

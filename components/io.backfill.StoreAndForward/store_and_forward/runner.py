@@ -92,6 +92,8 @@ class Runner:
         self._iot: set[str] = set()
         self._stop = threading.Event()
         self._dropped = 0
+        self._refused_reported: Optional[list] = None    # None: not yet (a start reports them once)
+        self._refused_retry_at = 0.0
 
     def start(self) -> None:
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
@@ -112,6 +114,22 @@ class Runner:
             log.warning("could not read the configuration (%s); %s", error,
                         "using the defaults" if fallback is not None else "keeping the settings in effect")
             return fallback
+
+    def _report_refused(self) -> int:
+        """reported.refused.forward: the settings refused now, with why (null: none). Returns
+        the milliseconds until it should be tried again (a failure retries in 5 s)."""
+        now = self.clock.mono_ms() / 1000
+        if not self.reach.followed or now < self._refused_retry_at:
+            return 5000
+        refused = list(self.followed.settings.problems)
+        try:
+            self.ipc.update_shadow(SHADOW, {"state": {"reported": {"refused": {SECTION: refused or None}}}})
+        except Exception as error:
+            self._refused_retry_at = now + 5
+            self.forwarder.problems.add(f"shadow {type(error).__name__}", f"could not report refused settings: {error}")
+            return 5000
+        self._refused_reported = refused
+        return 60_000
 
     def _follow_shadow(self, config: Optional[dict]) -> object:
         """The shadow's document once this deployment lets us follow it (False: nothing new)."""
@@ -165,6 +183,8 @@ class Runner:
                 if message is not None:
                     self.step(message)
                 delay = fwd.tick()
+                if self.followed.settings.problems != self._refused_reported:
+                    delay = min(delay, self._report_refused())
             except Exception as error:     # a bug must not stop the component: counted, logged once per kind
                 fwd.problems.add(f"loop {type(error).__name__}", f"the loop failed: {error!r}")
                 log.debug("loop failure", exc_info=True)

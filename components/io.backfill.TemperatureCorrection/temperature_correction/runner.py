@@ -67,6 +67,7 @@ class Runner:
         self._subscribed: set[str] = set()
         self._shadow_pending = False      # GetThingShadow still owed (it failed at start)
         self._report_pending = False      # reported.correction not yet up to date
+        self._refused_reported: list = [] # the refused settings the shadow was last told of
         self._retry_at = 0.0
         self._config_pending = False      # GetConfiguration failed: the settings in effect stay
         self._dropped = 0                 # inbox.dropped already counted as a problem
@@ -153,6 +154,9 @@ class Runner:
     # -- settings ------------------------------------------------------------------------
     def _apply(self, config: Optional[dict] = None, shadow: object = False) -> None:
         change = self.followed.apply(config=config, shadow=shadow)
+        if self.settings.problems != self._refused_reported:
+            self._report_pending = True   # the cloud learns which setting was refused, and why
+            self._retry_at = 0.0
         for refusal in self.corrector.update(change.effective):
             log.warning("parameter refused by the corrector: %s", refusal)
         topic = change.effective["raw_topic"]
@@ -206,7 +210,8 @@ class Runner:
             return True
         now = self.clock()
         problems = self.problems.to_report(now)
-        reported: dict = {SECTION: dict(self.settings.effective)}
+        refused = list(self.settings.problems)
+        reported: dict = {SECTION: dict(self.settings.effective), "refused": {SECTION: refused or None}}
         if problems is not None:
             reported["problems"] = {"correction": problems}
         try:
@@ -215,7 +220,7 @@ class Runner:
             self.problems.add(f"shadow report {type(error).__name__}",
                               f"could not report reported.{SECTION} (retrying): {describe(error)}")
             return False
-        self._report_pending = False
+        self._report_pending, self._refused_reported = False, refused
         if problems is not None:
             self.problems.reported(problems, now)
         return True

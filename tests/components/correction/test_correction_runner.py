@@ -396,3 +396,16 @@ def test_the_console_pick_without_interpolation_corrects_on_and_follows_the_shad
     ipc.set_desired({"factor": 3.0})
     drain(runner)
     assert runner.settings.effective["factor"] == 3.0
+
+
+def test_a_refused_setting_is_reported_in_the_shadow_with_its_reason_and_cleared_when_fixed(ipc):
+    runner = started(ipc)
+    ipc.set_desired({"factor": -1})
+    drain(runner)
+    runner.maintain()
+    refused = ipc.shadow["state"]["reported"]["refused"]["correction"]
+    assert refused and "factor" in refused[0] and "keeping 2.25" in refused[0]
+    ipc.set_desired({"factor": 3.0})
+    drain(runner)
+    runner.maintain()
+    assert ipc.shadow["state"]["reported"]["refused"]["correction"] is None

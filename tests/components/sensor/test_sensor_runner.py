@@ -295,3 +295,19 @@ def test_the_console_pick_without_interpolation_samples_on_and_follows_the_shado
     ipc.set_desired({"interval_s": 0.5})
     run_for(runner, clock, 2_000)
     assert runner.settings.effective["interval_s"] == 0.5
+
+
+def test_a_refused_setting_is_reported_in_the_shadow_with_its_reason_and_cleared_when_fixed(setup):
+    """The cloud saw a delta that never cleared, without a reason (issue 13): now
+    reported.refused.sampling says which key, why and what is kept; null once it is fixed."""
+    ipc, clock, runner = setup()
+    run_for(runner, clock, 1_000)
+    ipc.set_desired({"interval_s": 0})
+    run_for(runner, clock, 1_000)
+    refused = [r["state"]["reported"]["refused"]["sampling"] for r in ipc.reports if "refused" in r["state"]["reported"]]
+    assert refused and refused[-1] and "interval_s" in refused[-1][0] and "keeping 1.0" in refused[-1][0]
+    ipc.set_desired({"interval_s": 2.0})
+    run_for(runner, clock, 2_000)
+    last = [r["state"]["reported"]["refused"] for r in ipc.reports if "refused" in r["state"]["reported"]][-1]
+    assert last == {"sampling": None}
+    assert runner.settings.effective["interval_s"] == 2.0

@@ -24,7 +24,8 @@ class FakeIpc:
         self.shadow = shadow
         self.local = {}
         self.iot = {}
-        self.acks, self.published, self.reports = [], [], []
+        self.acks, self.published, self.reports = [], [], []     # reports: reported.store
+        self.other_reports = []                                      # reported.refused
         self.lock = threading.Lock()
         self.on_config = None
         self.on_shadow = None
@@ -44,7 +45,8 @@ class FakeIpc:
 
     def update_shadow(self, name, document):
         with self.lock:
-            self.reports.append(json.loads(json.dumps(document)))
+            doc = json.loads(json.dumps(document))
+            (self.reports if "store" in doc["state"]["reported"] else self.other_reports).append(doc)
         return document
 
     def subscribe(self, topic, callback):
@@ -108,6 +110,9 @@ def test_shadow_desired_forward_overrides_live_and_bad_values_are_refused(tmp_pa
         assert runner.forwarder.settings["shadow_interval_s"] == 2
         assert runner.forwarder.settings["max_rows"] == Settings("config-store", "forward").defaults["max_rows"]
         assert "max_rows" in caplog.text
+        # the cloud learns it too: which key, why, and what is kept (issue 13: a delta that explains itself)
+        wait_for(lambda: any("max_rows" in " ".join(r["state"]["reported"]["refused"]["forward"] or [])
+                             for r in ipc.other_reports), message="reported.refused.forward")
         ipc.on_shadow({"state": {"desired": {"forward": {"confirm": "spooled", "max_latency_ms": 0}}}})
         wait_for(lambda: ipc.reports and
                  ipc.reports[-1]["state"]["reported"]["store"]["settings"]["confirm"] == "spooled",
@@ -212,7 +217,7 @@ def test_the_console_pick_without_interpolation_forwards_and_reports_in_full_onc
         wait_for(lambda: runner.forwarder.store.count == 0 and runner.forwarder.store.counters.get("confirmed") == 5,
                  message="5 readings confirmed and deleted")
         assert any(doc["seq"] == 4 for _, doc in ipc.acks)
-        assert ipc.on_shadow is None and ipc.reports == []
+        assert ipc.on_shadow is None and ipc.reports == [] and ipc.other_reports == []
         said = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
         assert len(said) == 1 and "interpolateComponentConfiguration" in said[0], said
         ipc.config["accessControl"] = recipe_access(True)
