@@ -104,7 +104,11 @@ to try from another terminal while it runs (the run follows them):
   localgg fault link down|up|flap --root .localgg/root
   localgg fault core restart [--kill] --root .localgg/root
   localgg fault component kill -n io.backfill.StoreAndForward --root .localgg/root
-  localgg fault broker restart --cloud .localgg/cloud"""
+  localgg fault broker restart --cloud .localgg/cloud
+The device's shadow as the cloud sees it, and a setting changed from there:
+  localgg cloud shadow get --cloud .localgg/cloud --thing-name backfill-dev --shadow-name backfill
+  localgg cloud shadow update --cloud .localgg/cloud --thing-name backfill-dev --shadow-name backfill \\
+      --payload '{"state": {"desired": {"sampling": {"interval_s": 2}}}}'"""
 
 
 def run_arguments(args: list[str]):

@@ -19,6 +19,7 @@ localgg's own (no greengrass-cli equivalent):
     localgg cloud start --dir DIR [--port N] [--broker mosquitto|amqtt|auto] [--no-limits]
     localgg cloud record --cloud DIR --topic FILTER [--topic FILTER ...] --db FILE
     localgg cloud publish --cloud DIR --topic T --payload P [--qos 0|1] [--retain]
+    localgg cloud shadow get|update --cloud DIR --thing-name T [--shadow-name N] [--payload JSON] [OUTFILE]
 
 The greengrass-cli commands talk to the running core over IPC, with the real awsiotsdk
 client and the token the core writes to `<root>/cli_ipc_info/`, as greengrass-cli does.
@@ -280,6 +281,37 @@ def cmd_cloud_publish(args: argparse.Namespace) -> int:
     info.wait_for_publish(10)
     client.loop_stop()
     client.disconnect()
+    return 0
+
+
+def cmd_cloud_shadow(args: argparse.Namespace) -> int:
+    """`aws iot-data get-thing-shadow|update-thing-shadow` against the cloud stand-in: the
+    document goes to OUTFILE (or stdout); a rejection is said on stderr, exit status 255 as
+    the AWS CLI's."""
+    from .cloud.shadow_client import request
+    document = None
+    if args.action == "update":
+        text = args.payload
+        if text.startswith("file://"):
+            text = Path(text[len("file://"):]).read_text()
+        try:
+            document = json.loads(text)
+        except ValueError as error:
+            raise CliError(f"--payload is not JSON: {error}")
+        if not isinstance(document, dict):
+            raise CliError("--payload must be a JSON object ({\"state\": {...}})")
+    ok, doc = request(_cloud_dir(args), args.thing_name, args.shadow_name or "", args.action, document)
+    if not ok:
+        code = {400: "InvalidRequestException", 401: "UnauthorizedException", 404: "ResourceNotFoundException",
+                409: "ConflictException", 413: "RequestEntityTooLargeException"}.get(doc.get("code"), "Error")
+        print(f"An error occurred ({code}) when calling the {'GetThingShadow' if args.action == 'get' else 'UpdateThingShadow'} "
+              f"operation: {doc.get('message', doc)}", file=sys.stderr)
+        return 255
+    text = json.dumps(doc, indent=2)
+    if args.outfile and args.outfile != "-":
+        Path(args.outfile).write_text(text + "\n")
+    else:
+        print(text)
     return 0
 
 
@@ -669,6 +701,18 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--qos", type=int, default=1, choices=[0, 1])
     publish.add_argument("--retain", action="store_true")
     publish.set_defaults(func=cmd_cloud_publish)
+
+    shadow = cloud.add_parser("shadow", help="a device shadow as the AWS side sees it (aws iot-data "
+                              "get-thing-shadow / update-thing-shadow)").add_subparsers(dest="action", required=True)
+    for action, text in (("get", "the shadow document"), ("update", "update it (desired, or reported)")):
+        op = shadow.add_parser(action, help=text)
+        op.add_argument("--cloud", required=True, metavar="DIR")
+        op.add_argument("--thing-name", required=True)
+        op.add_argument("--shadow-name", help="a named shadow (default: the classic shadow)")
+        if action == "update":
+            op.add_argument("--payload", required=True, help="the request document, JSON or file://PATH")
+        op.add_argument("outfile", nargs="?", help="where the document goes (default: stdout)")
+        op.set_defaults(func=cmd_cloud_shadow)
 
     logs = sub.add_parser("logs", help="component and core logs").add_subparsers(dest="action", required=True)
     get = with_root(logs.add_parser("get"))
