@@ -80,3 +80,32 @@ def denied(access_control: object, service: str, operation: str, topic: str, thi
     return (f"{topic!r} is not in this component's accessControl ({service} {operation} allows "
             f"{', '.join(allowing) if allowing else 'nothing'}): the nucleus would refuse it with "
             f"UnauthorizedError; add the topic to accessControl in the same deployment")
+
+
+def foreign_thing(access_control: object, operation: str, topic: str, thing: str) -> Optional[str]:
+    """Why an IoT Core `topic` would be refused in the cloud although the component's mqttproxy
+    accessControl allows it, or None. The recipes allow IoT Core topics with `+` at the thing's
+    level (so that a deployment without interpolation forwards); that `+` stands for this core's
+    own thing, and IoT Core's policy (${iot:Connection.Thing.ThingName}) refuses any other. A
+    topic that one of those resources allows only with another name there is refused here."""
+    if not isinstance(access_control, dict) or not thing:
+        return None
+    exact = False
+    others = set()
+    for operations, resources in policies(access_control, MQTT):
+        if operation not in operations and "*" not in operations:
+            continue
+        for resource in resources:
+            if not _matches(resource, topic, True, thing):
+                continue
+            levels, parts = resource.split("/"), topic.split("/")
+            named = {parts[i] for i, level in enumerate(levels) if level == "+" and i < len(parts)}
+            if not named or named == {thing}:
+                exact = True
+            else:
+                others |= named - {thing}
+    if exact or not others:
+        return None
+    return (f"{topic!r} names {', '.join(sorted(others))} where this core's own thing "
+            f"({thing}) belongs: IoT Core's policy would refuse it")
+

@@ -184,17 +184,37 @@ def read_shadow(ipc, name: str) -> Optional[dict]:
 
 def follow_shadow(ipc, reach, config: Optional[dict], on_document: Callable[[dict], None]) -> object:
     """Follow and read the named shadow once `reach` (backfill_common.shadow_reach) judges that
-    `config` lets this component. Returns the document to apply (None: none, or the read
-    failed), or False when there is nothing new: out of reach (said once), or followed already."""
-    if not reach.check(config) or reach.followed:
+    `config` lets this component. Returns the document to apply (None: there is none), or
+    False when there is nothing new: out of reach (said once), followed and read already, or a
+    transient failure (then `reach.pending`: call again later, with config None)."""
+    if not reach.check(config):
+        return False
+    if not reach.followed:
+        try:
+            ipc.on_shadow_document(reach.shadow, on_document)
+        except Exception as error:      # never the end of the component
+            (reach.refused if refused(error) else reach.failed)(describe(error))
+            return False
+        reach.followed = reach.read_pending = True
+    if not reach.read_pending:
         return False
     try:
-        ipc.on_shadow_document(reach.shadow, on_document)
-    except Exception as error:          # refused all the same: never the end of the component
-        reach.refused(f"{type(error).__name__}: {getattr(error, 'message', None) or error}")
+        document = ipc.get_shadow(reach.shadow)        # None: there is no shadow yet
+    except Exception as error:
+        reach.failed(describe(error))
         return False
-    reach.followed = True
-    return read_shadow(ipc, reach.shadow)
+    reach.read_pending = False
+    reach.succeeded()
+    return document
+
+
+def refused(error: Exception) -> bool:
+    """The nucleus's UnauthorizedError (awsiot's model class, by name: no import here)."""
+    return type(error).__name__ == "UnauthorizedError"
+
+
+def describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {getattr(error, 'message', None) or error}"
 
 
 def read_configuration(ipc, problems) -> Optional[dict]:

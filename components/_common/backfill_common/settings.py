@@ -104,8 +104,10 @@ class Settings:
     def denied(self, key: str, value: object) -> str | None:
         """Why the component's accessControl does not allow the topic `value` of `key`, or None."""
         for service, operation in self.access.get(key, ()):
-            why = access_rules.denied(self._access_control, service, operation,
-                                      self.expand(str(value), self.thing), self.thing)
+            topic = self.expand(str(value), self.thing)
+            why = access_rules.denied(self._access_control, service, operation, topic, self.thing)
+            if why is None and service == access_rules.MQTT:
+                why = access_rules.foreign_thing(self._access_control, operation, topic, self.thing)
             if why is not None:
                 return f"{key}: {why}"
         return None

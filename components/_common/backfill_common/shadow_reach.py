@@ -71,6 +71,25 @@ class ShadowReach:
         self.reachable: Optional[bool] = None       # None: not judged yet
         self.why: Optional[str] = None
         self.followed = False                       # its documents are subscribed to
+        self.read_pending = False                   # followed, GetThingShadow still owed
+        self._failing: Optional[str] = None         # a transient failure, said once
+
+    @property
+    def pending(self) -> bool:
+        """A subscription or a read is still owed (try follow_shadow again later)."""
+        return self.reachable is not False and (not self.followed or self.read_pending)
+
+    def failed(self, why: str) -> None:
+        """A transient failure (not a refusal): tried again later, said once."""
+        if self._failing is None:
+            self._log.warning("could not follow the %s shadow yet (%s); trying again every few seconds",
+                              self.shadow, why)
+        self._failing = why
+
+    def succeeded(self) -> None:
+        if self._failing is not None:
+            self._log.info("following the %s shadow now", self.shadow)
+        self._failing = None
 
     def refused(self, why: str) -> None:
         """The nucleus refused a shadow operation all the same: out of reach, said once."""

@@ -78,6 +78,7 @@ class Runner:
         self.given_up_earlier = 0              # earlier runs' readings given up, once their holder is gone
         self._config_pending = False
         self._config_retry_at = 0.0
+        self._shadow_retry_at = 0.0
         self._subscribed: set[str] = set()
         self._report_pending = False
         self._refused_reported: list = []      # the refused settings the shadow was last told of
@@ -318,6 +319,11 @@ class Runner:
             config = self._read_configuration()
             if config is not None:
                 self._apply(config=config, shadow=self._follow_shadow(config))
+        if self.reach.pending and now_s >= self._shadow_retry_at:   # a transient failure: again
+            self._shadow_retry_at = now_s + CONFIG_RETRY_S
+            shadow = self._follow_shadow(None)
+            if shadow is not False:
+                self._apply(shadow=shadow)
         if not self.reach.followed:      # out of reach in this deployment: said once, at start
             return
         problems = self.problems.to_report(now_s)

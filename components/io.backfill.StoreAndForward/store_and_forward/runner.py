@@ -94,6 +94,7 @@ class Runner:
         self._dropped = 0
         self._refused_reported: Optional[list] = None    # None: not yet (a start reports them once)
         self._refused_retry_at = 0.0
+        self._shadow_retry_at = 0.0
 
     def start(self) -> None:
         self.ipc.on_configuration_change(lambda: self.inbox.put(Message("config", "", {})))
@@ -119,7 +120,9 @@ class Runner:
         """reported.refused.forward: the settings refused now, with why (null: none). Returns
         the milliseconds until it should be tried again (a failure retries in 5 s)."""
         now = self.clock.mono_ms() / 1000
-        if not self.reach.followed or now < self._refused_retry_at:
+        if not self.reach.followed:
+            return 60_000          # reported once it is in reach (the loop runs on every message)
+        if now < self._refused_retry_at:
             return 5000
         refused = list(self.followed.settings.problems)
         try:
@@ -130,6 +133,19 @@ class Runner:
             return 5000
         self._refused_reported = refused
         return 60_000
+
+    def _retry_shadow(self) -> int:
+        """After a transient failure to follow or read the shadow: again every 5 s."""
+        now = self.clock.mono_ms() / 1000
+        if now >= self._shadow_retry_at:
+            self._shadow_retry_at = now + 5
+            was = self.reach.followed
+            shadow = self._follow_shadow(None)
+            if shadow is not False:
+                self._apply(shadow=shadow)
+            if self.reach.followed and not was:
+                self.forwarder.report_all()
+        return 5000
 
     def _follow_shadow(self, config: Optional[dict]) -> object:
         """The shadow's document once this deployment lets us follow it (False: nothing new)."""
@@ -183,6 +199,8 @@ class Runner:
                 if message is not None:
                     self.step(message)
                 delay = fwd.tick()
+                if self.reach.pending:
+                    delay = min(delay, self._retry_shadow())
                 if self.followed.settings.problems != self._refused_reported:
                     delay = min(delay, self._report_refused())
             except Exception as error:     # a bug must not stop the component: counted, logged once per kind

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from backfill_common.access import PUBLISH, PUBSUB, SUBSCRIBE
 from backfill_common.follow import Followed
-from backfill_common.ipc import Inbox, Message, read_configuration
+from backfill_common.ipc import Inbox, Message, read_configuration, refused
 from backfill_common.problems import Problems
 from backfill_common.settings import Settings
 from backfill_common.shadow_reach import ShadowReach
@@ -119,13 +119,17 @@ class Runner:
         try again RETRY_S later (ShadowManager limits the requests per second)."""
         if self.problems.to_report(self.clock()) is not None:
             self._report_pending = True
-        owed = self._shadow_pending or self._report_pending or self._config_pending
+        unfollowed = not self.reach.followed and self.reach.pending      # a transient failure
+        owed = self._shadow_pending or self._report_pending or self._config_pending or unfollowed
         if owed and self.clock() >= self._retry_at:
             if self._config_pending:
                 config = self._read_configuration()
                 if config is not None:
                     self._apply(config=config)
-            if not (self._read_shadow() and self._report()) or self._config_pending:
+            if unfollowed:
+                self._follow(None)
+            still = not self.reach.followed and self.reach.pending
+            if not (self._read_shadow() and self._report()) or self._config_pending or still:
                 self._retry_at = self.clock() + RETRY_S
 
     # -- readings ------------------------------------------------------------------------
@@ -183,10 +187,14 @@ class Runner:
             return
         try:
             self.ipc.on_shadow_document(SHADOW, lambda current: self.inbox.put(Message("shadow", "", current)))
-        except Exception as error:      # refused all the same: never the end of the component
-            self.reach.refused(describe(error))
+        except Exception as error:      # never the end of the component
+            if refused(error):
+                self.reach.refused(describe(error))
+            else:                       # transient: maintain() tries again RETRY_S later
+                self.reach.failed(describe(error))
             return
         self.reach.followed = True
+        self.reach.succeeded()
         self._shadow_pending = self._report_pending = True
 
     def _read_shadow(self) -> bool:

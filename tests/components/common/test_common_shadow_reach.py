@@ -76,3 +76,25 @@ def test_said_once_when_out_of_reach_and_once_when_it_comes_into_reach(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
     assert "out of reach" in lines[0] and "in reach now" in lines[1]
+
+
+@pytest.mark.parametrize("key, topic", [("iot_topic", "dt/backfill/pi-2/readings"),
+                                        ("dead_letter_topic", "dt/backfill/pi-2/dead-letters"),
+                                        ("rule_ack_topic", "backfill/ack/pi-2")])
+def test_an_iot_core_topic_of_another_thing_is_refused_although_plus_allows_it(key, topic):
+    """Review of the console pick (finding 1): with `+` at the thing's level, a slip naming
+    another thing was accepted here and then refused by IoT Core's policy, which strands every
+    reading. It is refused with the reason, and the last good value stays."""
+    from backfill_common.settings import Settings
+    from store_and_forward.forwarder import expand
+    from store_and_forward.runner import ACCESS
+    for interpolated in (False, True):
+        config = default_config("io.backfill.StoreAndForward", interpolated)
+        settings = Settings("config-store", "forward", access=ACCESS, thing=THING, expand=expand)
+        good = settings.apply(config=config)
+        assert good.errors == []
+        change = settings.apply(config=dict(config, **{key: topic}))
+        assert any("names pi-2 where this core's own thing (pi-1) belongs" in e for e in change.errors), change.errors
+        assert settings.effective[key] != topic
+        own = topic.replace("pi-2", THING)
+        assert settings.apply(config=dict(config, **{key: own})).errors == []

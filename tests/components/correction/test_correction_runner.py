@@ -409,3 +409,24 @@ def test_a_refused_setting_is_reported_in_the_shadow_with_its_reason_and_cleared
     drain(runner)
     runner.maintain()
     assert ipc.shadow["state"]["reported"]["refused"]["correction"] is None
+
+
+def test_a_transient_subscription_failure_is_tried_again_and_not_taken_for_out_of_reach(caplog):
+    class Flaky(MemoryIpc):
+        left = 1
+
+        def on_shadow_document(self, name, callback):
+            if Flaky.left:
+                Flaky.left -= 1
+                raise TimeoutError("ShadowManager did not answer")
+            super().on_shadow_document(name, callback)
+    ipc = Flaky(shadow={"state": {"desired": {"correction": {"factor": 3.0}}}})
+    clock = [0.0]
+    runner = Runner(ipc, Corrector(), clock=lambda: clock[0])
+    with caplog.at_level(logging.INFO, logger="temperature_correction.runner"):
+        runner.start()                 # fails once, then maintain() tries again
+        clock[0] += RETRY_S + 1
+        runner.maintain()
+    assert Flaky.left == 0
+    assert runner.settings.effective["factor"] == 3.0 and len(ipc.shadow_callbacks) == 1
+    assert "out of reach" not in caplog.text and "trying again" in caplog.text

@@ -311,3 +311,32 @@ def test_a_refused_setting_is_reported_in_the_shadow_with_its_reason_and_cleared
     last = [r["state"]["reported"]["refused"] for r in ipc.reports if "refused" in r["state"]["reported"]][-1]
     assert last == {"sampling": None}
     assert runner.settings.effective["interval_s"] == 2.0
+
+
+@pytest.mark.parametrize("failing", ["on_shadow_document", "get_shadow"])
+def test_a_transient_shadow_failure_at_start_is_tried_again_and_the_override_applies(failing, caplog):
+    """Review of the console pick (finding 2): one timeout while subscribing to or reading the
+    shadow used to leave it unfollowed, or its desired override unapplied, until the next
+    deployment. It is tried again every few seconds; an UnauthorizedError alone means out of reach."""
+    class Flaky(MemoryIpc):
+        left = 1
+
+        def on_shadow_document(self, name, callback):
+            if failing == "on_shadow_document" and Flaky.left:
+                Flaky.left -= 1
+                raise TimeoutError("ShadowManager did not answer")
+            super().on_shadow_document(name, callback)
+
+        def get_shadow(self, name):
+            if failing == "get_shadow" and Flaky.left:
+                Flaky.left -= 1
+                raise TimeoutError("ShadowManager did not answer")
+            return super().get_shadow(name)
+    ipc, clock = Flaky(CONFIG, {"state": {"desired": {"sampling": {"interval_s": 0.5}}}}), FakeClock()
+    runner = Runner(ipc, clock, run="0badcafe")
+    with caplog.at_level(logging.WARNING, logger="bme680_sensor.runner"):
+        runner.start()
+        run_for(runner, clock, 7_000)
+    assert Flaky.left == 0 and "trying again" in caplog.text and "out of reach" not in caplog.text
+    assert runner.settings.effective["interval_s"] == 0.5
+    assert len(ipc.shadow_callbacks) == 1 and ipc.reports

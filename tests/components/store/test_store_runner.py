@@ -220,11 +220,35 @@ def test_the_console_pick_without_interpolation_forwards_and_reports_in_full_onc
         assert ipc.on_shadow is None and ipc.reports == [] and ipc.other_reports == []
         said = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
         assert len(said) == 1 and "interpolateComponentConfiguration" in said[0], said
+        ipc.shadow = {"state": {"desired": {"forward": {"shadow_interval_s": 42}}}}   # set while out of reach
         ipc.config["accessControl"] = recipe_access(True)
         ipc.on_config()
         wait_for(lambda: ipc.reports, message="a report once the shadow is in reach")
         assert ipc.on_shadow is not None
+        assert runner.forwarder.settings["shadow_interval_s"] == 42      # the override waiting there applies
         assert "settings" in ipc.reports[0]["state"]["reported"]["store"]
+    finally:
+        stop.set()
+        thread.join(10)
+        runner.close()
+
+
+def test_a_transient_shadow_read_failure_is_tried_again_and_the_override_applies(tmp_path):
+    class Flaky(FakeIpc):
+        left = 1
+
+        def get_shadow(self, name):
+            if Flaky.left:
+                Flaky.left -= 1
+                raise TimeoutError("ShadowManager did not answer")
+            return super().get_shadow(name)
+    ipc = Flaky(config={"commit_interval_ms": 20, "max_latency_ms": 100, "accessControl": ALLOW_ALL},
+                shadow={"state": {"desired": {"forward": {"shadow_interval_s": 42}}}})
+    runner, stop, thread = start(tmp_path, ipc)
+    try:
+        assert runner.forwarder.settings["shadow_interval_s"] == 300      # the failure: not yet
+        wait_for(lambda: runner.forwarder.settings["shadow_interval_s"] == 42, 15,
+                 message="the override applied after the retry")
     finally:
         stop.set()
         thread.join(10)
