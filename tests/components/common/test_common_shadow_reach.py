@@ -17,10 +17,12 @@ THING = "pi-1"
 COMPONENTS = ("io.backfill.Bme680Sensor", "io.backfill.TemperatureCorrection", "io.backfill.StoreAndForward")
 
 
-def default_config(name: str, interpolated: bool) -> dict:
+def default_config(name: str, interpolated: bool, thing: str = THING) -> dict:
+    """A recipe's DefaultConfiguration as GetConfiguration returns it, with or without the
+    nucleus's interpolateComponentConfiguration (the runners' tests use it too)."""
     text = (RECIPES / f"{name}.yaml").read_text()
     if interpolated:        # what the nucleus does with interpolateComponentConfiguration: true
-        text = text.replace("{iot:thingName}", THING)
+        text = text.replace("{iot:thingName}", thing)
     return yaml.safe_load(text)["ComponentConfiguration"]["DefaultConfiguration"]
 
 

@@ -362,15 +362,9 @@ def test_a_flood_on_the_raw_topic_is_bounded_and_counted(ipc):
     assert [d["seq"] for d in ipc.corrected()] == list(range(INBOX_READINGS))
 
 
-def recipe_access(interpolated: bool, thing: str = "dev-1") -> dict:
-    """The recipe's own accessControl as GetConfiguration returns it, with or without the
-    nucleus's interpolateComponentConfiguration."""
-    from pathlib import Path
-    import yaml
-    text = (Path(__file__).resolve().parents[3] / "recipes" / "io.backfill.TemperatureCorrection.yaml").read_text()
-    if interpolated:
-        text = text.replace("{iot:thingName}", thing)
-    return yaml.safe_load(text)["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+def recipe_access(interpolated: bool) -> dict:
+    from test_common_shadow_reach import default_config
+    return default_config("io.backfill.TemperatureCorrection", interpolated, "dev-1")["accessControl"]
 
 
 def test_the_console_pick_without_interpolation_corrects_on_and_follows_the_shadow_once_allowed(caplog):

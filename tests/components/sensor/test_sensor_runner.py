@@ -265,15 +265,9 @@ def test_a_reading_whose_check_fails_is_still_held_and_published(monkeypatch):
     assert ipc.raw()[-1]["status"] == "out_of_range"
 
 
-def recipe_access(interpolated: bool, thing: str = "gw-1") -> dict:
-    """The recipe's own accessControl as GetConfiguration returns it, with or without the
-    nucleus's interpolateComponentConfiguration."""
-    from pathlib import Path
-    import yaml
-    text = (Path(__file__).resolve().parents[3] / "recipes" / "io.backfill.Bme680Sensor.yaml").read_text()
-    if interpolated:
-        text = text.replace("{iot:thingName}", thing)
-    return yaml.safe_load(text)["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+def recipe_access(interpolated: bool) -> dict:
+    from test_common_shadow_reach import default_config
+    return default_config("io.backfill.Bme680Sensor", interpolated, "gw-1")["accessControl"]
 
 
 def test_the_console_pick_without_interpolation_samples_on_and_follows_the_shadow_once_allowed(setup, caplog):

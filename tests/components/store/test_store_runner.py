@@ -192,14 +192,8 @@ def test_a_flood_is_bounded_at_the_door_and_counted(tmp_path):
 
 
 def recipe_access(interpolated: bool) -> dict:
-    """The recipe's own accessControl as GetConfiguration returns it, with or without the
-    nucleus's interpolateComponentConfiguration."""
-    from pathlib import Path
-    import yaml
-    text = (Path(__file__).resolve().parents[3] / "recipes" / "io.backfill.StoreAndForward.yaml").read_text()
-    if interpolated:
-        text = text.replace("{iot:thingName}", THING)
-    return yaml.safe_load(text)["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+    from test_common_shadow_reach import default_config
+    return default_config("io.backfill.StoreAndForward", interpolated, THING)["accessControl"]
 
 
 def test_the_console_pick_without_interpolation_forwards_and_reports_in_full_once_allowed(tmp_path, caplog):
