@@ -11,7 +11,8 @@ gdk-config.json: at the top level GDK runs `python3 scripts/build.py` (everythin
 greengrass-build .` (that component into the folder's greengrass-build). GDK v1.6.2 does
 nothing after a custom build (no recipe validation, no URI rewriting), so this script writes
 
-    <out>/artifacts/<Name>/<version>/<Name>.zip   (the bundle: an empty folder, as GDK leaves it)
+    <out>/artifacts/<Name>/<version>/<Name>.zip   (a runtime: <Name>-<arch>.zip per architecture;
+                                                  the bundle: an empty folder, as GDK leaves it)
     <out>/recipes/<recipe file name>              the recipe as it is (`gdk component publish`
                                                   reads it there and rewrites the s3:// URIs)
 
@@ -19,16 +20,26 @@ and refuses a recipe whose ComponentName, ComponentVersion or ComponentPublisher
 gdk-config.json (GDK's zip build would overwrite them silently) or whose s3:// artifacts it
 does not produce.
 
-Each `<Name>.zip` holds at its root: the component folder's files (without gdk-config.json,
-the recipe, greengrass-build, tests, dot-files, __pycache__), `backfill_common/` and
-`install.py` from components/_common/, and `wheels/`: every wheel that requirements.txt
-needs on linux x86_64 and aarch64 with CPython 3.10-3.13 (manylinux), plus pip's own wheel
-so that install.py can run pip without ensurepip. The wheels are downloaded once per
-requirements content into `${BACKFILL_WHEEL_CACHE:-${XDG_CACHE_HOME:-~/.cache}/backfill/wheels}`;
-a warm build needs no network. Downloads run pip (a pinned version, from its wheel) with
-pip's configuration files ignored and each target's marker environment (python_version,
-platform_machine), from pip's default index or PIP_INDEX_URL. A dependency published only
-as an sdist is built once into a wheel, which must be pure Python.
+Two kinds of component folder:
+
+- a code component (no requirements.txt): `<Name>.zip` holds at its root the folder's files
+  (without gdk-config.json, the recipe, greengrass-build, tests, dot-files, __pycache__) and
+  `backfill_common/` from components/_common/. It runs on the runtime component's venv.
+- the runtime component (a requirements.txt: io.backfill.Runtime): one `<Name>-<arch>.zip`
+  per architecture (x86_64, aarch64; the recipe picks one per device with a manifest per
+  architecture), holding the folder's files (its install.py) and `wheels/`: the wheels
+  that requirements.txt needs on that architecture with CPython 3.10-3.13 (manylinux), the
+  fewest that cover every Python (an abi3 wheel serves every newer Python), and
+  `wheels/manifest.json`: per target `cp<XY>-<arch>`, the exact wheels to unpack (pip
+  resolved them here, so the device needs no pip and no index). A `without.txt` beside
+  requirements.txt names distributions to leave out (one per line, with its reason).
+
+The wheels are downloaded once per requirements content into
+`${BACKFILL_WHEEL_CACHE:-${XDG_CACHE_HOME:-~/.cache}/backfill/wheels}`; a warm build needs no
+network. Downloads run pip (a pinned version, from its wheel) with pip's configuration files
+ignored and each target's marker environment (python_version, platform_machine), from pip's
+default index or PIP_INDEX_URL. A dependency published only as an sdist is built once into a
+wheel, which must be pure Python.
 """
 
 from __future__ import annotations
@@ -60,7 +71,7 @@ ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 # pip settings kept from the environment (network access); every other PIP_* is dropped
 PIP_ENV_KEPT = {"PIP_CERT", "PIP_CLIENT_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_TIMEOUT", "PIP_PROXY",
                 "PIP_RETRIES", "PIP_TRUSTED_HOST", "PIP_INDEX_URL", "PIP_CACHE_DIR", "PIP_NO_CACHE_DIR"}
-RESERVED = ("backfill_common", "install.py", "wheels")  # what the build adds at the zip root
+RESERVED = {"code": ("backfill_common",), "runtime": ("wheels",)}  # what the build adds at the zip root
 
 # Runs the pinned pip from its wheel with the target's marker environment: pip evaluates
 # dependency markers (python_version < "3.11", platform_machine == ...) against the running
@@ -101,8 +112,19 @@ class Project:
     bundle: bool      # the top-level project: a recipe, no artifact
 
     @property
-    def zip_name(self) -> str:
-        return f"{self.name}.zip"
+    def kind(self) -> str:
+        """bundle (a recipe only), runtime (wheels per architecture) or code (a zip of code)."""
+        if self.bundle:
+            return "bundle"
+        return "runtime" if (self.folder / "requirements.txt").exists() else "code"
+
+    def zip_names(self, arches: Iterable[str] = ()) -> list[str]:
+        """The artifact files the build makes (a runtime: one per architecture in `arches`)."""
+        if self.kind == "bundle":
+            return []
+        if self.kind == "runtime":
+            return [f"{self.name}-{arch}.zip" for arch in arches]
+        return [f"{self.name}.zip"]
 
 
 def read_project(folder: Path, bundle: bool = False) -> Project:
@@ -204,18 +226,23 @@ def tree_files(folder: Path, prefix: str = "") -> list[tuple[Path, str]]:
     return sorted(out, key=lambda entry: entry[1])
 
 
-def write_zip(target: Path, entries: list[tuple[Path, str]]) -> None:
-    """A reproducible zip (fixed times, sorted, modes kept); wheels are stored, the rest deflated."""
+def write_zip(target: Path, entries: list[tuple[Path | bytes, str]]) -> None:
+    """A reproducible zip (fixed times, sorted, modes kept); wheels are stored, the rest deflated.
+    An entry's source is a file or its bytes (a generated file, mode 0644)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     with zipfile.ZipFile(partial, "w") as archive:
         for source, name in sorted(entries, key=lambda entry: entry[1]):
             info = zipfile.ZipInfo(name, ZIP_TIME)
-            mode = stat.S_IMODE(source.stat().st_mode) | 0o644
+            mode = 0o644 if isinstance(source, bytes) else stat.S_IMODE(source.stat().st_mode) | 0o644
             info.external_attr = (stat.S_IFREG | mode) << 16
             info.compress_type = zipfile.ZIP_STORED if name.endswith(".whl") else zipfile.ZIP_DEFLATED
-            with open(source, "rb") as data, archive.open(info, "w") as out:
-                shutil.copyfileobj(data, out, 1 << 20)
+            with archive.open(info, "w") as out:
+                if isinstance(source, bytes):
+                    out.write(source)
+                else:
+                    with open(source, "rb") as data:
+                        shutil.copyfileobj(data, out, 1 << 20)
     os.replace(partial, target)
 
 
@@ -253,12 +280,63 @@ def parse_wheel(filename: str) -> tuple[str, str, set[tuple[str, str, str]]]:
         raise ValueError(f"not a wheel file name: {filename}")
     py, abi, plat = parts[-3:]
     tags = {(p, a, q) for p in py.split(".") for a in abi.split(".") for q in plat.split(".")}
-    return re.sub(r"[-_.]+", "-", parts[0]).lower(), parts[1], tags
+    return canonical(parts[0]), parts[1], tags
+
+
+def canonical(name: str) -> str:
+    """A distribution's normalised name (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def not_pure(names: Iterable[str]) -> list[str]:
     """The wheels among names that are not pure Python (any tag other than *-none-any)."""
     return [name for name in names if any(abi != "none" or plat != "any" for _, abi, plat in parse_wheel(name)[2])]
+
+
+def glibc_of(platform_tag: str, arch: str) -> tuple[int, int] | None:
+    """The glibc a manylinux platform tag for `arch` needs (None: not manylinux for arch)."""
+    legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+    if not platform_tag.endswith("_" + arch):
+        return None
+    head = platform_tag[:-len(arch) - 1]
+    if head in legacy:
+        return legacy[head]
+    found = re.fullmatch(r"manylinux_(\d+)_(\d+)", head)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def installable(filename: str, target: Target) -> bool:
+    """Whether the wheel's tags let it install on target (CPython, glibc linux up to 2.GLIBC_MINORS)."""
+    minor = int(target.python.split(".")[1])
+    newest = (2, GLIBC_MINORS[-1])
+    for py, abi, plat in parse_wheel(filename)[2]:
+        if plat != "any" and not ((glibc_of(plat, target.arch) or (9, 0)) <= newest):
+            continue
+        if abi == "none" and (py in ("py3", f"cp3{minor}") or re.fullmatch(r"py3\d+", py)
+                              and int(py[3:]) <= minor):
+            return True
+        if abi == f"cp3{minor}" and py == f"cp3{minor}":
+            return True
+        if abi == "abi3" and re.fullmatch(r"cp3\d+", py) and int(py[3:]) <= minor:
+            return True
+    return False
+
+
+def fewest_wheels(per_target: dict[str, list[str]], targets: Iterable[Target]) -> dict[str, list[str]]:
+    """Per target, the wheels pip chose, each swapped for the same release's wheel that installs
+    on the most of these targets (cp311-abi3 for 3.11-3.13 rather than also a cp313-abi3)."""
+    targets = list(targets)
+    union = sorted({name for t in targets for name in per_target[t.label]})
+    reach = {name: sum(installable(name, t) for t in targets) for name in union}
+    chosen = {}
+    for target in targets:
+        names = []
+        for name in per_target[target.label]:
+            release = parse_wheel(name)[:2]
+            same = [c for c in union if parse_wheel(c)[:2] == release and installable(c, target)]
+            names.append(max(same or [name], key=lambda c: (reach.get(c, 0), c == name, c)))
+        chosen[target.label] = sorted(names)
+    return chosen
 
 
 def requirement_lines(text: str) -> list[str]:
@@ -312,6 +390,11 @@ class Wheelhouse:
             if manifest is None:
                 raise BuildError(f"the wheel cache {folder} is incomplete after downloading")
         return folder, manifest["files"]
+
+    def per_target(self, requirements: str) -> tuple[Path, dict[str, list[str]]]:
+        """(cache folder, {target label: the wheels pip chose for it})."""
+        folder, _ = self.wheels(requirements)
+        return folder, dict(self._manifest(folder)["targets"])
 
     # -- cache
     @staticmethod
@@ -450,33 +533,55 @@ def tail(result: subprocess.CompletedProcess, lines: int = 25) -> str:
 
 # ---------------------------------------------------------------- the build
 
+def house_arches(house: Wheelhouse) -> list[str]:
+    return [arch for arch in ARCHES if any(t.arch == arch for t in house.targets)]
+
+
+def runtime_zips(project: Project, house: Wheelhouse, files: list[tuple[Path, str]]) -> dict[str, list]:
+    """{zip name: entries} of a runtime component: one zip per architecture, its wheels and manifest."""
+    folder, per_target = house.per_target((project.folder / "requirements.txt").read_text())
+    without_file = project.folder / "without.txt"
+    without = {canonical(line) for line in requirement_lines(without_file.read_text())} if without_file.exists() else set()
+    per_target = {label: [n for n in names if parse_wheel(n)[0] not in without] for label, names in per_target.items()}
+    zips = {}
+    for arch in house_arches(house):
+        targets = [t for t in house.targets if t.arch == arch]
+        chosen = fewest_wheels(per_target, targets)
+        wheels = sorted({name for names in chosen.values() for name in names})
+        manifest = json.dumps({"arch": arch, "targets": chosen,
+                               "requirements": requirement_lines((project.folder / "requirements.txt").read_text())},
+                              indent=1, sort_keys=True).encode() + b"\n"
+        zips[f"{project.name}-{arch}.zip"] = files + [(folder / name, f"wheels/{name}") for name in wheels] + [
+            (manifest, "wheels/manifest.json")]
+    return zips
+
+
 def build_project(project: Project, root: Path, out: Path, house: Wheelhouse) -> str:
     recipes = out / "recipes"
     artifacts = out / "artifacts" / project.name / project.version
-    if project.bundle:
+    if project.kind == "bundle":
         check_recipe(project, set())
         what = "recipe only"
     else:
         if project.build.get("build_system") != "custom":
             raise BuildError(f"{project.folder}/gdk-config.json: build_system must be custom (this script)")
-        check_recipe(project, {project.zip_name})
-        common = root / "components" / "_common"
+        check_recipe(project, set(project.zip_names(house_arches(house))))
         files = tree_files(project.folder)
-        clash = sorted({name.split("/")[0] for _, name in files} & set(RESERVED))
+        clash = sorted({name.split("/")[0] for _, name in files} & set(RESERVED[project.kind]))
         if clash:
             raise BuildError(f"{project.folder}: {clash} are added by the build; remove them from the folder")
-        entries = files + tree_files(common / "backfill_common", "backfill_common/")
-        entries.append((common / "install.py", "install.py"))
-        requirements = project.folder / "requirements.txt"
-        if not requirements.exists():
-            raise BuildError(f"{project.folder}: no requirements.txt (write an empty one if nothing is needed)")
-        folder, wheels = house.wheels(requirements.read_text())
-        entries += [(folder / name, f"wheels/{name}") for name in wheels]
-        target = artifacts / project.zip_name
-        write_zip(target, entries)
-        size = target.stat().st_size
-        what = (f"{target.relative_to(out)} {size / 1e6:.1f} MB ({len(entries) - len(wheels)} files, "
-                f"{len(wheels)} wheels)")
+        if project.kind == "runtime":
+            zips = runtime_zips(project, house, files)
+        else:
+            common = root / "components" / "_common"
+            zips = {project.zip_names()[0]: files + tree_files(common / "backfill_common", "backfill_common/")}
+        sizes = []
+        for name, entries in zips.items():
+            write_zip(artifacts / name, entries)
+            wheels = sum(1 for _, n in entries if n.endswith(".whl"))
+            sizes.append(f"{(artifacts / name).relative_to(out)} {(artifacts / name).stat().st_size / 1e6:.1f} MB "
+                         f"({len(entries) - wheels} files" + (f", {wheels} wheels)" if wheels else ")"))
+        what = "; ".join(sizes)
     artifacts.mkdir(parents=True, exist_ok=True)
     recipes.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(project.recipe, recipes / project.recipe.name)

@@ -173,7 +173,7 @@ def cmd_run(args: list[str]) -> int:
         wait_for_file(root / "localgg.pid", proc, "core.out", "the core")
         build = ROOT / "greengrass-build"
         say("deploying io.backfill.SensorPipeline (sensor on a simulated BME680, correction, store-and-forward) "
-            "with the CLI; Install builds each component's venv from its vendored wheels")
+            "with the CLI; io.backfill.Runtime's Install makes the components' one venv from its wheels")
         localgg("deployment", "create", "--root", str(root), "--recipeDir", str(build / "recipes"),
                 "--artifactDir", str(build / "artifacts"), "--merge", "io.backfill.SensorPipeline=1.0.0",
                 # --update-config reaches root components only (as on the nucleus): the sensor's

@@ -4,7 +4,8 @@
     python3 scripts/publish.py --dry-run          what it would do, without AWS
     python3 scripts/publish.py [--gdk PATH] [--bucket EXACT_NAME] [--region REGION]
 
-For each components/<Name>/ (then the top level, the bundle io.backfill.SensorPipeline) it
+For each components/<Name>/ (io.backfill.Runtime first, as the others depend on it; then the
+top level, the bundle io.backfill.SensorPipeline) it
 runs `gdk component build` and `gdk component publish --region <region>` in that folder.
 The bucket and region are the top-level gdk-config.json's `publish` section; every
 component's gdk-config.json must say the same (this script refuses otherwise). GDK
@@ -34,7 +35,8 @@ class PublishError(Exception):
 
 def plan(root: Path, gdk: str, bucket: str | None, region: str | None) -> tuple[str, str, list[dict]]:
     """(bucket as GDK names it, region, steps): one step per project, the bundle last."""
-    projects = build.find_projects(root)
+    order = {"runtime": 0, "code": 1, "bundle": 2}     # what a component depends on is published before it
+    projects = sorted(build.find_projects(root), key=lambda p: order[p.kind])
     bundle = [p for p in projects if p.bundle]
     if not bundle:
         raise PublishError(f"{root}/gdk-config.json (the bundle) is missing")
@@ -51,7 +53,7 @@ def plan(root: Path, gdk: str, bucket: str | None, region: str | None) -> tuple[
     publish = [gdk, "component", "publish", "--region", region] + (["--bucket", bucket] if bucket else [])
     steps = []
     for project in projects:
-        uploads = [] if project.bundle else [f"{project.name}/{project.version}/{project.zip_name}"]
+        uploads = [f"{project.name}/{project.version}/{name}" for name in project.zip_names(build.ARCHES)]
         steps.append({"project": project, "commands": [[gdk, "component", "build"], publish], "uploads": uploads})
     return shown_bucket, region, steps
 

@@ -117,9 +117,12 @@ class Kernel:
     def work_dir(self, component: str) -> Path:
         """`work/<C>`; the first time a core uses it for a version, it and what is in the version's
         artifact directories are given to the user the component's steps run as
-        (RunWithPathOwnershipHandler: the artifact directories themselves stay the core's)."""
+        (RunWithPathOwnershipHandler: the artifact directories themselves stay the core's).
+        Private to that user, as NucleusPaths.workPath makes it (Permissions.setServiceWorkPathPermission:
+        owner rwx only; the work root itself is rwxr-xr-x)."""
         path = self.path("work", component)
         path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
         account = self.run_as(component, False)
         version = self.version_of(component) or ""
         if account is not None and (component, version, account) not in self._owned:

@@ -240,6 +240,7 @@ def test_as_root_steps_run_as_ggc_user_and_privileged_ones_as_root(who):
     ggc = pwd.getpwnam("ggc_user")
     work = deployer.work("com.ex.Who")
     assert (work.stat().st_uid, (work / "made").stat().st_uid) == (ggc.pw_uid, ggc.pw_uid)
+    assert oct(work.stat().st_mode & 0o777) == "0o700"      # private to its user, as on the nucleus
     assert (work / "run.home").read_text().strip() == ggc.pw_dir
     assert core.call(lambda: core.kernel.config.value("aws.greengrass.Nucleus", ["runWithDefault"])) == {
         "posixUser": "ggc_user:ggc_group"}

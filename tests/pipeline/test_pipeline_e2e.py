@@ -1,6 +1,6 @@
 """The sensor pipeline end to end on localgg, with the real awsiot client, from the
-artifacts exactly as GDK lays them out (Install builds each component's venv from its
-vendored wheels, the lifecycle scripts run as written):
+artifacts exactly as GDK lays them out (io.backfill.Runtime's Install makes the one venv
+from its vendored wheels, the lifecycle scripts run as written):
 
 - readings flow sensor -> correction -> a subscriber, valid against the contracts;
 - a new interval and a new correction factor in the shadow's desired state take effect

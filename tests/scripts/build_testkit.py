@@ -18,6 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ("io.backfill.Bme680Sensor", "io.backfill.TemperatureCorrection", "io.backfill.StoreAndForward")
+RUNTIME = "io.backfill.Runtime"
 BUNDLE = "io.backfill.SensorPipeline"
 
 
@@ -109,30 +110,49 @@ def make_sdist(folder: Path, name: str = "tinysrc", tag: str = "py3-none-any") -
     return target
 
 
-def make_repo(root: Path, requirements: str = "", name: str = "io.test.Widget") -> Path:
-    """A repository laid out as ours: components/<name>/ (a GDK project), components/_common/, recipes/, the bundle."""
-    folder = root / "components" / name
-    (folder / "widget").mkdir(parents=True)
-    (folder / "widget" / "__init__.py").write_text("")
-    (folder / "widget" / "__main__.py").write_text("print('widget')\n")
-    (folder / "requirements.txt").write_text(requirements)
-    (root / "recipes").mkdir()
-    (root / "recipes" / f"{name}.yaml").write_text(
-        f'---\nRecipeFormatVersion: "2020-01-25"\nComponentName: {name}\nComponentVersion: "1.2.3"\n'
-        f"ComponentPublisher: Tester\nManifests:\n  - Platform:\n      os: linux\n    Artifacts:\n"
-        f"      - URI: s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{name}.zip\n        Unarchive: ZIP\n")
-    (folder / "recipe.yaml").symlink_to(f"../../recipes/{name}.yaml")
-    publish = {"bucket": "test-bucket", "region": "eu-west-1"}
+def _gdk_config(folder: Path, name: str, publish: dict) -> None:
     (folder / "gdk-config.json").write_text(json.dumps({"component": {name: {
         "author": "Tester", "version": "1.2.3", "publish": publish,
         "build": {"build_system": "custom",
                   "custom_build_command": ["python3", "../../scripts/build.py", "--out", "greengrass-build", "."]}}},
         "gdk_version": "1.6.2"}))
+
+
+def make_repo(root: Path, requirements: str = "", name: str = "io.test.Widget", runtime: str = "io.test.Runtime",
+              arches=("x86_64",)) -> Path:
+    """A repository laid out as ours: components/<name>/ (a code component), components/<runtime>/
+    (the wheels, per architecture in `arches`), components/_common/, recipes/, the bundle.
+    Returns the code component's folder."""
+    publish = {"bucket": "test-bucket", "region": "eu-west-1"}
+    (root / "recipes").mkdir(parents=True)
+    folder = root / "components" / name
+    (folder / "widget").mkdir(parents=True)
+    (folder / "widget" / "__init__.py").write_text("")
+    (folder / "widget" / "__main__.py").write_text("print('widget')\n")
+    (root / "recipes" / f"{name}.yaml").write_text(
+        f'---\nRecipeFormatVersion: "2020-01-25"\nComponentName: {name}\nComponentVersion: "1.2.3"\n'
+        f"ComponentPublisher: Tester\nComponentDependencies:\n  {runtime}:\n    VersionRequirement: '>=1.0.0'\n"
+        f"Manifests:\n  - Platform:\n      os: linux\n    Artifacts:\n"
+        f"      - URI: s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{name}.zip\n        Unarchive: ZIP\n")
+    (folder / "recipe.yaml").symlink_to(f"../../recipes/{name}.yaml")
+    _gdk_config(folder, name, publish)
+    home = root / "components" / runtime
+    home.mkdir(parents=True)
+    (home / "requirements.txt").write_text(requirements)
+    (home / "install.py").write_text("# installer\n")
+    manifests = "".join(
+        f"  - Platform:\n      os: linux\n      architecture: {'amd64' if arch == 'x86_64' else arch}\n"
+        f"    Artifacts:\n      - URI: s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{runtime}-{arch}.zip\n"
+        f"        Unarchive: ZIP\n" for arch in arches)
+    (root / "recipes" / f"{runtime}.yaml").write_text(
+        f'---\nRecipeFormatVersion: "2020-01-25"\nComponentName: {runtime}\nComponentVersion: "1.2.3"\n'
+        f"ComponentPublisher: Tester\nManifests:\n{manifests}")
+    (home / "recipe.yaml").symlink_to(f"../../recipes/{runtime}.yaml")
+    _gdk_config(home, runtime, publish)
     common = root / "components" / "_common"
     (common / "backfill_common" / "schemas").mkdir(parents=True)
     (common / "backfill_common" / "__init__.py").write_text("")
     (common / "backfill_common" / "schemas" / "a.json").write_text("{}")
-    (common / "install.py").write_text("# installer\n")
     (root / "recipes" / "io.test.Bundle.yaml").write_text(
         '---\nRecipeFormatVersion: "2020-01-25"\nComponentName: io.test.Bundle\nComponentVersion: "1.2.3"\n'
         f"ComponentPublisher: Tester\nComponentDependencies:\n  {name}:\n    VersionRequirement: '>=1.0.0'\n")

@@ -1,13 +1,15 @@
 """The real components built as GDK runs the custom build commands (the commands of the
 gdk-config.json files, without a shell, in their folders) on a copy of the repository:
-GDK's layout, the zip contents, wheels for linux x86_64/aarch64 and CPython 3.10-3.13 (their
-tags inspected), and one artifact installed offline. Uses the wheel cache (a cold cache
+GDK's layout, the code zips, the runtime's zip per architecture (wheels for CPython
+3.10-3.13, their tags inspected), the bytes one device downloads (in the README), and the
+runtime installed offline with a component run on it. Uses the wheel cache (a cold cache
 downloads once)."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -17,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from build_testkit import BUNDLE, NAMES, REPO, runs_on
+from build_testkit import BUNDLE, NAMES, REPO, RUNTIME, runs_on
+from localgg.recipe import load_recipe
 
-TARGETS = [(py, arch) for arch in ("x86_64", "aarch64") for py in ("3.10", "3.11", "3.12", "3.13")]
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+ARCHES = {"x86_64": "amd64", "aarch64": "aarch64"}          # wheel tag -> the nucleus's architecture
+DOWNLOAD_LIMIT = 12_000_000                                  # bytes per device for the whole bundle
 IGNORE = shutil.ignore_patterns("greengrass-build", "zip-build", "__pycache__", "*.pyc", ".*")
 
 
@@ -67,7 +72,7 @@ def test_the_repository_folders_are_gdk_projects():
     assert gdk_config(REPO)[0] == BUNDLE
     assert top_settings["build"] == {"build_system": "custom", "custom_build_command": ["python3", "scripts/build.py"]}
     assert os.readlink(REPO / "recipe.yaml") == f"recipes/{BUNDLE}.yaml"
-    for name in NAMES:
+    for name in (*NAMES, RUNTIME):
         folder = REPO / "components" / name
         found, settings = gdk_config(folder)
         assert found == name and settings["version"] == top_settings["version"]
@@ -76,19 +81,26 @@ def test_the_repository_folders_are_gdk_projects():
         assert settings["publish"] == top_settings["publish"]
         assert os.readlink(folder / "recipe.yaml") == f"../../recipes/{name}.yaml"
         assert (folder / "recipe.yaml").resolve().is_file()
+        assert (folder / "requirements.txt").exists() == (name == RUNTIME)   # one set of dependencies
+
+
+def artifact(root: Path, name: str, file: str = "") -> Path:
+    return root / "greengrass-build" / "artifacts" / name / "1.0.0" / (file or f"{name}.zip")
 
 
 def test_the_top_level_build_lays_out_every_component_as_gdk_does(top):
     root, output = top
     out = root / "greengrass-build"
-    for name in (*NAMES, BUNDLE):
+    for name in (*NAMES, RUNTIME, BUNDLE):
         assert (out / "recipes" / f"{name}.yaml").read_bytes() == (root / "recipes" / f"{name}.yaml").read_bytes()
     for name in NAMES:
         assert [p.name for p in (out / "artifacts" / name / "1.0.0").iterdir()] == [f"{name}.zip"]
         size = re.search(rf"^{re.escape(name)} 1\.0\.0: \S+ ([0-9.]+) MB", output, re.M)
-        assert size and float(size.group(1)) > 1, output
+        assert size and float(size.group(1)) < 1, output                 # code only: no wheels
+    assert sorted(p.name for p in (out / "artifacts" / RUNTIME / "1.0.0").iterdir()) == [
+        f"{RUNTIME}-{arch}.zip" for arch in sorted(ARCHES)]
     assert list((out / "artifacts" / BUNDLE / "1.0.0").iterdir()) == []
-    assert sorted(p.name for p in (out / "artifacts").iterdir()) == sorted((*NAMES, BUNDLE))
+    assert sorted(p.name for p in (out / "artifacts").iterdir()) == sorted((*NAMES, RUNTIME, BUNDLE))
 
 
 def test_a_component_folder_builds_itself(copy):
@@ -100,60 +112,109 @@ def test_a_component_folder_builds_itself(copy):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_zip_holds_the_package_common_code_installer_and_wheels(top, name):
+def test_a_components_zip_holds_its_package_and_the_common_code(top, name):
     root, _ = top
     folder = root / "components" / name
-    with zipfile.ZipFile(root / "greengrass-build" / "artifacts" / name / "1.0.0" / f"{name}.zip") as archive:
+    with zipfile.ZipFile(artifact(root, name)) as archive:
         names = archive.namelist()
-        requirements = archive.read("requirements.txt").decode()
-        assert archive.read("install.py") == (REPO / "components" / "_common" / "install.py").read_bytes()
     tops = {n.split("/")[0] for n in names}
-    assert tops == package_dirs(folder) | {"backfill_common", "install.py", "requirements.txt", "wheels"}
-    assert requirements == (folder / "requirements.txt").read_text()
+    assert tops == package_dirs(folder) | {"backfill_common"}
     common = REPO / "components" / "_common" / "backfill_common"
     assert {n for n in names if n.startswith("backfill_common/")} == {
         f"backfill_common/{p.relative_to(common).as_posix()}" for p in common.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
     for package in package_dirs(folder):
         assert f"{package}/__main__.py" in names
-    for bad in ("gdk-config.json", "recipe.yaml", "__pycache__", "tests", ".pyc", "greengrass-build"):
+    for bad in ("gdk-config.json", "recipe.yaml", "__pycache__", "tests", ".pyc", "greengrass-build", ".whl"):
         assert not [n for n in names if bad in n.split("/") or n.endswith(bad)], bad
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_wheels_cover_both_arches_and_cpython_310_to_313(top, name):
+def requirement_names(text: str) -> list[str]:
+    names = (re.split(r"[<>=!~;\[ #]", line.strip(), maxsplit=1)[0] for line in text.splitlines())
+    return [re.sub(r"[-_.]+", "_", n).lower() for n in names if n]
+
+
+def dist(wheel: str) -> str:
+    return re.sub(r"[-_.]+", "_", wheel.split("-")[0]).lower()
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+def test_the_runtimes_zip_per_architecture_covers_cpython_310_to_313_with_one_wheel_each(top, arch):
     root, _ = top
-    with zipfile.ZipFile(root / "greengrass-build" / "artifacts" / name / "1.0.0" / f"{name}.zip") as archive:
-        wheels = [n[len("wheels/"):] for n in archive.namelist() if n.startswith("wheels/")]
+    with zipfile.ZipFile(artifact(root, RUNTIME, f"{RUNTIME}-{arch}.zip")) as archive:
+        wheels = sorted(n[len("wheels/"):] for n in archive.namelist() if n.endswith(".whl"))
+        manifest = json.loads(archive.read("wheels/manifest.json"))
         requirements = archive.read("requirements.txt").decode()
-    dists = {re.sub(r"[-_.]+", "_", w.split("-")[0]).lower() for w in wheels}
-    for line in requirements.splitlines():
-        wanted = re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0]
-        if wanted:
-            assert re.sub(r"[-_.]+", "_", wanted).lower() in dists, (wanted, wheels)
-    assert any(w.startswith("pip-") and w.endswith("-py3-none-any.whl") for w in wheels)
-    binary = {w.split("-")[0] for w in wheels if not w.endswith("-none-any.whl")}
-    assert "awscrt" in binary and "rpds_py" in binary                   # awsiotsdk's and jsonschema's
-    for dist in binary:
-        for py, arch in TARGETS:
-            assert [w for w in wheels if w.startswith(dist + "-") and runs_on(w, py, arch)], (dist, py, arch)
+        assert archive.read("install.py") == (REPO / "components" / RUNTIME / "install.py").read_bytes()
+    assert requirements == (REPO / "components" / RUNTIME / "requirements.txt").read_text()
+    assert manifest["arch"] == arch
+    assert sorted(manifest["targets"]) == sorted(f"cp{py.replace('.', '')}-{arch}" for py in PYTHONS)
+    for py in PYTHONS:
+        chosen = manifest["targets"][f"cp{py.replace('.', '')}-{arch}"]
+        assert set(requirement_names(requirements)) <= {dist(w) for w in chosen}, (py, chosen)
+        assert len({dist(w) for w in chosen}) == len(chosen)              # one wheel per distribution
+        for wheel in chosen:
+            assert runs_on(wheel, py, arch), (wheel, py, arch)
+        assert not [w for w in chosen if dist(w) == "pip"]                 # no pip on the device
+    assert wheels == sorted({w for names in manifest["targets"].values() for w in names})   # nothing unused
+    awscrt = [w for w in wheels if dist(w) == "awscrt"]
+    assert len(awscrt) == 2 and [w for w in awscrt if "-abi3-" in w], awscrt  # cp310 and one abi3 for 3.11+
     for wheel in wheels:                                                  # nothing for other systems
         assert "win" not in wheel and "macosx" not in wheel and "musllinux" not in wheel, wheel
+        assert wheel.endswith("-any.whl") or wheel.endswith(f"_{arch}.whl"), wheel
 
 
-def test_an_artifact_installs_offline_and_runs_its_package(top, tmp_path):
+def downloads(root: Path, architecture: str) -> dict[str, int]:
+    """{artifact: bytes} a device of that architecture downloads for the bundle: every recipe
+    reached from the bundle through its dependencies, each one's manifest for the device."""
+    recipes = root / "greengrass-build" / "recipes"
+    out, todo, seen = {}, [BUNDLE], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not (recipes / f"{name}.yaml").exists():   # aws.greengrass.*: AWS's own
+            continue
+        seen.add(name)
+        recipe = load_recipe(recipes / f"{name}.yaml")
+        todo += list(recipe.dependencies)
+        for item in recipe.select({"os": "linux", "architecture": architecture}).artifacts:
+            path = artifact(root, name, item.file_name)
+            out[f"{name}/{item.file_name}"] = path.stat().st_size
+    assert seen == {*NAMES, RUNTIME, BUNDLE}
+    return out
+
+
+def test_one_device_downloads_at_most_12_mb_and_the_readme_says_how_much(top):
     root, _ = top
+    readme = (REPO / "README.md").read_text()
+    for arch, architecture in ARCHES.items():
+        files = downloads(root, architecture)
+        assert sorted(files) == sorted([f"{RUNTIME}/{RUNTIME}-{arch}.zip"] + [f"{n}/{n}.zip" for n in NAMES])
+        total = sum(files.values())
+        assert total <= DOWNLOAD_LIMIT, (arch, files)
+        row = re.search(rf"^\| {architecture} \([^|]*\) \| ([0-9.]+) MB \|", readme, re.M)
+        assert row, f"README: no download row for {architecture}"
+        assert row.group(1) == f"{total / 1e6:.1f}", (arch, total)
+
+
+def test_the_runtime_installs_offline_with_one_awscrt_and_a_component_runs_on_it(top, tmp_path):
+    root, _ = top
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    runtime, code = tmp_path / "runtime", tmp_path / "component"
+    with zipfile.ZipFile(artifact(root, RUNTIME, f"{RUNTIME}-{machine}.zip")) as archive:
+        archive.extractall(runtime)
     name = "io.backfill.TemperatureCorrection"
-    unpacked = tmp_path / name
-    with zipfile.ZipFile(root / "greengrass-build" / "artifacts" / name / "1.0.0" / f"{name}.zip") as archive:
-        archive.extractall(unpacked)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    with zipfile.ZipFile(artifact(root, name)) as archive:
+        archive.extractall(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
     env["PIP_INDEX_URL"] = "http://127.0.0.1:9/simple"             # an index is never used
-    result = subprocess.run([sys.executable, str(unpacked / "install.py"), "--venv", str(tmp_path / "venv")],
+    venv = tmp_path / "work" / "venv"
+    result = subprocess.run([sys.executable, str(runtime / "install.py"), "--venv", str(venv)],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    check = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c",
-                            "import awsiot.greengrasscoreipc.clientv2, jsonschema, temperature_correction.handler, "
-                            "backfill_common.contracts"],
-                           cwd=tmp_path, env={**env, "PYTHONPATH": str(unpacked)}, capture_output=True, text=True)
+    check = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import awsiot.greengrasscoreipc.clientv2, jsonschema, sqlite_utils, bme680, smbus2, "
+                            "temperature_correction.handler, backfill_common.contracts"],
+                           cwd=tmp_path, env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+    installed = [p for p in tmp_path.rglob("awscrt") if p.is_dir()]
+    assert [p.relative_to(venv.resolve()).parts[0] for p in installed] == ["lib"], installed   # one copy

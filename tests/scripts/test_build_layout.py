@@ -1,8 +1,10 @@
 """scripts/build.py on a small repository made here (offline): GDK's output layout, what the
-zip holds and leaves out, the recipe copied as it is, and the refusals."""
+zips hold and leave out (a code component's, the runtime's per architecture), the recipe
+copied as it is, and the refusals."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 
@@ -11,7 +13,8 @@ import pytest
 from build_testkit import bundled_pip, load_script, make_repo, make_wheel
 
 build = load_script("build")
-NAME, VERSION, BUNDLE = "io.test.Widget", "1.2.3", "io.test.Bundle"
+NAME, RUNTIME, VERSION, BUNDLE = "io.test.Widget", "io.test.Runtime", "1.2.3", "io.test.Bundle"
+RUNTIME_ZIP = f"{RUNTIME}-x86_64.zip"
 
 
 def make_house(tmp_path, index=None):
@@ -58,8 +61,10 @@ def built(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("built")
     repo = make_full_repo(tmp_path / "repo")
     index = tmp_path / "index"
-    make_wheel(index, "tinylib", "1.0")
+    make_wheel(index, "tinylib", "1.0", requires=["tinydrop"])
+    make_wheel(index, "tinydrop", "1.0")
     shutil.copy(bundled_pip(), index)
+    (repo / "components" / RUNTIME / "without.txt").write_text("tinydrop   # not needed on the device\n")
     out = tmp_path / "out"
     lines = build.build(repo, out, [], make_house(tmp_path, index), log=lambda line: None)
     return repo, out, lines
@@ -68,35 +73,45 @@ def built(tmp_path_factory):
 def test_the_layout_is_gdks(built):
     repo, out, lines = built
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        f"artifacts/{NAME}/{VERSION}/{NAME}.zip", f"recipes/{BUNDLE}.yaml", f"recipes/{NAME}.yaml"]
+        f"artifacts/{RUNTIME}/{VERSION}/{RUNTIME_ZIP}", f"artifacts/{NAME}/{VERSION}/{NAME}.zip",
+        f"recipes/{BUNDLE}.yaml", f"recipes/{RUNTIME}.yaml", f"recipes/{NAME}.yaml"]
     assert (out / "artifacts" / BUNDLE / VERSION).is_dir()        # empty, as GDK leaves it for the bundle
-    for name in (NAME, BUNDLE):                                     # the recipe as it is (GDK publish rewrites it)
+    for name in (NAME, RUNTIME, BUNDLE):                            # the recipe as it is (GDK publish rewrites it)
         assert (out / "recipes" / f"{name}.yaml").read_bytes() == (repo / "recipes" / f"{name}.yaml").read_bytes()
-    assert [line.split(":")[0] for line in lines] == [f"{NAME} {VERSION}", f"{BUNDLE} {VERSION}"]
-    assert " MB (" in lines[0] and "recipe only" in lines[1]
+    assert [line.split(":")[0] for line in lines] == [f"{RUNTIME} {VERSION}", f"{NAME} {VERSION}", f"{BUNDLE} {VERSION}"]
+    assert " MB (" in lines[0] and "1 wheels" in lines[0] and "recipe only" in lines[2]
 
 
-def test_the_zip_holds_the_package_common_installer_requirements_and_wheels(built):
+def test_a_code_components_zip_holds_its_package_and_the_common_code_only(built):
     repo, out, _ = built
     with zipfile.ZipFile(out / "artifacts" / NAME / VERSION / f"{NAME}.zip") as archive:
         names = sorted(archive.namelist())
-        assert archive.read("requirements.txt") == b"tinylib==1.0\n"
-        assert archive.read("install.py") == (repo / "components" / "_common" / "install.py").read_bytes()
         assert archive.getinfo("widget/run.sh").external_attr >> 16 & 0o111
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-    assert names == sorted([
-        "backfill_common/__init__.py", "backfill_common/schemas/a.json", "install.py", "requirements.txt",
-        "widget/__init__.py", "widget/__main__.py", "widget/data/curve.csv", "widget/run.sh",
-        "wheels/tinylib-1.0-py3-none-any.whl", f"wheels/{bundled_pip().name}"])
+    assert names == sorted(["backfill_common/__init__.py", "backfill_common/schemas/a.json",
+                            "widget/__init__.py", "widget/__main__.py", "widget/data/curve.csv", "widget/run.sh"])
+
+
+def test_the_runtimes_zip_holds_its_installer_the_wheels_and_their_manifest(built):
+    repo, out, _ = built
+    with zipfile.ZipFile(out / "artifacts" / RUNTIME / VERSION / RUNTIME_ZIP) as archive:
+        names = sorted(archive.namelist())
+        manifest = json.loads(archive.read("wheels/manifest.json"))
+        assert archive.read("install.py") == b"# installer\n"
+    # pip's wheel is not shipped (the device unpacks wheels itself); without.txt's tinydrop neither
+    assert names == ["install.py", "requirements.txt", "wheels/manifest.json", "wheels/tinylib-1.0-py3-none-any.whl",
+                     "without.txt"]
+    assert manifest == {"arch": "x86_64", "requirements": ["tinylib==1.0"],
+                        "targets": {"cp311-x86_64": ["tinylib-1.0-py3-none-any.whl"]}}
 
 
 def test_a_rebuild_from_the_warm_cache_is_identical(built):
     repo, out, _ = built
-    first = (out / "artifacts" / NAME / VERSION / f"{NAME}.zip").read_bytes()
+    first = (out / "artifacts" / RUNTIME / VERSION / RUNTIME_ZIP).read_bytes()
     house = make_house(out.parent)                       # the same cache, no index at all
-    build.build(repo, out, [NAME], house, log=lambda line: None)
+    build.build(repo, out, [RUNTIME], house, log=lambda line: None)
     assert house.pip_runs == 0
-    assert (out / "artifacts" / NAME / VERSION / f"{NAME}.zip").read_bytes() == first
+    assert (out / "artifacts" / RUNTIME / VERSION / RUNTIME_ZIP).read_bytes() == first
 
 
 def test_building_some_keeps_the_others(built):
@@ -104,6 +119,7 @@ def test_building_some_keeps_the_others(built):
     (out / "recipes" / f"{BUNDLE}.yaml").unlink()
     build.build(repo, out, ["Bundle"], make_house(out.parent), log=lambda line: None)
     assert (out / "artifacts" / NAME / VERSION / f"{NAME}.zip").exists()
+    assert (out / "artifacts" / RUNTIME / VERSION / RUNTIME_ZIP).exists()
     assert (out / "recipes" / f"{NAME}.yaml").exists() and (out / "recipes" / f"{BUNDLE}.yaml").exists()
 
 
@@ -135,6 +151,13 @@ def test_a_recipe_whose_artifact_is_not_built_is_refused(repo, tmp_path):
         build.build(repo, tmp_path / "out", [NAME], make_house(tmp_path), log=lambda line: None)
 
 
+def test_a_runtime_recipe_without_an_architectures_artifact_is_refused(repo, tmp_path):
+    recipe = repo / "recipes" / f"{RUNTIME}.yaml"
+    recipe.write_text(recipe.read_text().replace(RUNTIME_ZIP, f"{RUNTIME}-aarch64.zip"))
+    with pytest.raises(build.BuildError, match="aarch64.zip"):
+        build.build(repo, tmp_path / "out", [RUNTIME], make_house(tmp_path), log=lambda line: None)
+
+
 def test_common_code_copied_into_a_component_is_refused(repo, tmp_path):
     shutil.copytree(repo / "components" / "_common" / "backfill_common",
                     repo / "components" / NAME / "backfill_common")
@@ -142,9 +165,17 @@ def test_common_code_copied_into_a_component_is_refused(repo, tmp_path):
         build.build(repo, tmp_path / "out", [NAME], make_house(tmp_path), log=lambda line: None)
 
 
+def test_a_wheels_folder_in_the_runtime_is_refused(repo, tmp_path):
+    (repo / "components" / RUNTIME / "wheels").mkdir()
+    (repo / "components" / RUNTIME / "wheels" / "x.whl").write_text("")
+    with pytest.raises(build.BuildError, match="wheels"):
+        build.build(repo, tmp_path / "out", [RUNTIME], make_house(tmp_path), log=lambda line: None)
+
+
 def test_components_are_chosen_by_name_short_name_or_folder(repo):
     projects = build.find_projects(repo)
-    assert [p.name for p in projects] == [NAME, BUNDLE]           # the bundle last
+    assert [p.name for p in projects] == [RUNTIME, NAME, BUNDLE]           # the bundle last
+    assert [p.kind for p in projects] == ["runtime", "code", "bundle"]
     for word in (NAME, "Widget", str(repo / "components" / NAME)):
         assert [p.name for p in build.select(projects, [word])] == [NAME]
     assert [p.name for p in build.select(projects, [str(repo)])] == [BUNDLE]

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from build_testkit import BUNDLE, NAMES, REPO, make_repo
+from build_testkit import BUNDLE, NAMES, REPO, RUNTIME, make_repo
 
 PUBLISH = REPO / "scripts" / "publish.py"
 
@@ -28,10 +28,12 @@ def test_dry_run_prints_commands_bucket_and_keys_without_aws(tmp_path):
     for name in NAMES:
         assert f"upload s3://{bucket}/{name}/1.0.0/{name}.zip" in out
         assert f"(in components/{name})" in out
-    assert out.count("$ ") == 2 * (len(NAMES) + 1)
-    assert out.count(f"component publish --region {config['region']}") == len(NAMES) + 1
-    order = [out.index(f"{name} 1.0.0  (in") for name in (*NAMES, BUNDLE)]
-    assert order[-1] == max(order)                                  # the bundle last
+    for arch in ("x86_64", "aarch64"):
+        assert f"upload s3://{bucket}/{RUNTIME}/1.0.0/{RUNTIME}-{arch}.zip" in out
+    assert out.count("$ ") == 2 * (len(NAMES) + 2)
+    assert out.count(f"component publish --region {config['region']}") == len(NAMES) + 2
+    order = [out.index(f"{name} 1.0.0  (in") for name in (RUNTIME, *NAMES, BUNDLE)]
+    assert order[0] == min(order) and order[-1] == max(order)       # the runtime first, the bundle last
     assert "no artifacts to upload" in out.split(f"{BUNDLE} 1.0.0")[1]
 
 
@@ -57,7 +59,7 @@ def test_publish_builds_then_publishes_each_component_then_the_bundle(tmp_path):
     result = publish("--gdk", str(gdk))
     assert result.returncode == 0, result.stdout + result.stderr
     region = json.loads((REPO / "gdk-config.json").read_text())["component"][BUNDLE]["publish"]["region"]
-    folders = [str(REPO / "components" / name) for name in sorted(NAMES)] + [str(REPO)]
+    folders = [str(REPO / "components" / name) for name in (RUNTIME, *sorted(NAMES))] + [str(REPO)]
     assert calls(log) == [call for folder in folders for call in (
         [folder, ["component", "build"]], [folder, ["component", "publish", "--region", region]])]
 

@@ -125,3 +125,28 @@ def test_no_requirements_means_pips_wheel_only(index, tmp_path):
     _, files = wheelhouse.wheels("# nothing\n")
     assert wheelhouse.pip_runs == 0
     assert files == [bundled_pip().name]
+
+
+def test_installable_reads_the_tags_as_pip_does_on_each_target():
+    t310, t313, arm = build.Target("3.10", "x86_64"), build.Target("3.13", "x86_64"), build.Target("3.11", "aarch64")
+    yes = [("x-1-py3-none-any.whl", t310), ("x-1-py2.py3-none-any.whl", t313), ("x-1-cp310-cp310-manylinux2014_x86_64.whl", t310),
+           ("x-1-cp311-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", t313), ("x-1-py311-none-any.whl", arm),
+           ("x-1-cp311-abi3-manylinux_2_35_aarch64.whl", arm)]
+    no = [("x-1-cp310-cp310-manylinux2014_x86_64.whl", t313), ("x-1-cp311-abi3-manylinux_2_17_x86_64.whl", t310),
+          ("x-1-cp311-abi3-manylinux_2_39_aarch64.whl", arm), ("x-1-cp311-abi3-musllinux_1_2_aarch64.whl", arm),
+          ("x-1-cp311-abi3-manylinux2014_x86_64.whl", arm), ("x-1-py312-none-any.whl", arm),
+          ("x-1-cp311-abi3-linux_aarch64.whl", arm)]
+    assert [w for w, t in yes if not build.installable(w, t)] == []
+    assert [w for w, t in no if build.installable(w, t)] == []
+
+
+def test_the_fewest_wheels_cover_every_python_of_an_architecture():
+    targets = [build.Target(py, "x86_64") for py in ("3.10", "3.11", "3.12", "3.13")]
+    cp310, abi311, abi313 = ("crt-1-cp310-cp310-manylinux2014_x86_64.whl", "crt-1-cp311-abi3-manylinux2014_x86_64.whl",
+                             "crt-1-cp313-abi3-manylinux2014_x86_64.whl")
+    pure, rpds = "pure-1-py3-none-any.whl", "rpds-2-cp312-cp312-manylinux2014_x86_64.whl"
+    chosen_by_pip = {"cp310-x86_64": [cp310, pure], "cp311-x86_64": [abi311, pure],
+                     "cp312-x86_64": [abi311, pure, rpds], "cp313-x86_64": [abi313, pure]}
+    assert build.fewest_wheels(chosen_by_pip, targets) == {
+        "cp310-x86_64": [cp310, pure], "cp311-x86_64": [abi311, pure],
+        "cp312-x86_64": [abi311, pure, rpds], "cp313-x86_64": [abi311, pure]}   # abi3 from 3.11 serves 3.13
