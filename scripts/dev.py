@@ -2,6 +2,7 @@
 """Set up and run everything on a machine that has nothing but Python 3.
 
     python3 scripts/dev.py run [--seconds N] [--fresh]   build, start the cloud side and a local core, deploy, show it working
+    python3 scripts/dev.py run --scenario outage|flap|kill|slow-link [...]   the same, with faults, then a report and a PNG
     python3 scripts/dev.py test [PYTEST ARGS]  the test suite (what CI runs)
     python3 scripts/dev.py bench [ARGS]        the benchmarks
 
@@ -11,6 +12,7 @@ dependencies) if it is missing or pyproject.toml changed since. Standard library
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -76,8 +78,9 @@ def venv_env() -> dict[str, str]:
     return env
 
 
-def localgg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([str(PYTHON), "-m", "localgg", *args], env=venv_env(), check=check)
+def localgg(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PYTHON), "-m", "localgg", *args], env=venv_env(), check=check,
+                          capture_output=capture, text=True)
 
 
 def cmd_test(args: list[str]) -> int:
@@ -106,9 +109,19 @@ to try from another terminal while it runs (the run follows them):
   localgg fault component kill -n io.backfill.StoreAndForward --root .localgg/root
   localgg fault broker restart --cloud .localgg/cloud
 The device's shadow as the cloud sees it, and a setting changed from there:
+  localgg cloud shadow status --cloud .localgg/cloud --thing-name backfill-dev --shadow-name backfill
   localgg cloud shadow get --cloud .localgg/cloud --thing-name backfill-dev --shadow-name backfill
   localgg cloud shadow update --cloud .localgg/cloud --thing-name backfill-dev --shadow-name backfill \\
-      --payload '{"state": {"desired": {"sampling": {"interval_s": 2}}}}'"""
+      --payload '{"state": {"desired": {"sampling": {"interval_s": 2}}}}'
+
+--scenario runs faults by itself after a warm-up, waits until IoT Core has every reading,
+then prints a report read from the cloud recorder (produced, delivered, lost, duplicates,
+evicted, time to drain, latency p50/p99) and writes a PNG of sample time against arrival
+time into the state folder:
+  outage [--offline S] [--restart-core]   the link down S seconds (a core restart halfway)
+  flap [--cycles N]                       the link down 8 s / up 12 s, N times
+  kill [--kills N] [--seed N]             SIGKILL a random component N times (seeded)
+  slow-link [--limited S]                 400 B/s and 300 ms each way for S seconds"""
 
 
 def run_arguments(args: list[str]):
@@ -118,9 +131,27 @@ def run_arguments(args: list[str]):
     parser.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
     parser.add_argument("--fresh", action="store_true", help="start over: remove what an earlier run left")
     parser.add_argument("--state", type=Path, default=RUN_ROOT, help="where the run keeps its state (default .localgg)")
+    parser.add_argument("--plain", action="store_true",
+                        help="a line per reading even in a terminal (the live view is for terminals only)")
+    import devscenario
+    parser.add_argument("--scenario", choices=devscenario.SCENARIOS, help="run these faults, then report (see below)")
+    parser.add_argument("--offline", type=float, default=60.0, help="outage: seconds offline (default 60)")
+    parser.add_argument("--restart-core", action="store_true", help="outage: restart the core halfway")
+    parser.add_argument("--cycles", type=int, default=4, help="flap: how many times (default 4)")
+    parser.add_argument("--kills", type=int, default=3, help="kill: how many SIGKILLs (default 3)")
+    parser.add_argument("--seed", type=int, default=1, help="kill: the seed of the times and victims (default 1)")
+    parser.add_argument("--limited", type=float, default=120.0, help="slow-link: seconds limited (default 120)")
+    parser.add_argument("--warmup", type=float, default=15.0, help="scenario: seconds before the first fault (default 15)")
+    parser.add_argument("--drain-timeout", type=float, default=300.0,
+                        help="scenario: the longest wait for IoT Core to have every reading (default 300)")
     parsed = parser.parse_args(args)
     if parsed.seconds is not None and parsed.seconds <= 0:
         parser.error("--seconds must be more than 0")
+    if parsed.scenario and parsed.seconds is not None:
+        parser.error("--seconds and --scenario: a scenario ends by itself once IoT Core has every reading")
+    for key, low in (("offline", 1), ("cycles", 1), ("kills", 1), ("limited", 1), ("warmup", 0), ("drain_timeout", 10)):
+        if getattr(parsed, key) < low:
+            parser.error(f"--{key.replace('_', '-')} must be at least {low}")
     return parsed
 
 
@@ -132,6 +163,9 @@ def cmd_run(args: list[str]) -> int:
     if ensure_mosquitto() is None:
         say("mosquitto could not be installed here: falling back to the embedded broker amqtt (pip)")
         subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "amqtt>=0.11"], check=True)
+    # greengrass-build/ is shared: another run builds and deploys from it only after this one has deployed
+    build_lock = open(ROOT / ".greengrass-build.lock", "w")
+    fcntl.flock(build_lock, fcntl.LOCK_EX)
     say("building the components (scripts/build.py, GDK's zip rules)")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build.py")], check=True)
     cloud, root, received_db = state / "cloud", state / "root", state / "iot-core-received.db"
@@ -180,19 +214,50 @@ def cmd_run(args: list[str]) -> int:
                 # simulated bus, the Nucleus's interpolation and ShadowManager's sync are roots too
                 "--merge", "io.backfill.Bme680Sensor=1.0.0", "--merge", "aws.greengrass.Nucleus=2.18.2", "--merge", "aws.greengrass.ShadowManager=2.3.12",
                 "--update-config", str(DEPLOYMENT), "--wait", "600")
-        localgg("component", "list", "--root", str(root))
+        build_lock.close()                    # deployed: the core has its own copy of the artifacts
+        show_components(root)
         seconds = options.seconds
-        say("corrected readings on local pub/sub, raw beside corrected (Ctrl-C to stop)" if seconds is None
-            else f"corrected readings on local pub/sub, raw beside corrected, for {seconds:g} s")
+        say(f"corrected readings on local pub/sub, raw beside corrected, for {seconds:g} s" if seconds
+            else f"corrected readings on local pub/sub, raw beside corrected; the scenario {options.scenario} "
+                 "ends by itself (Ctrl-C to stop)" if options.scenario
+            else "corrected readings on local pub/sub, raw beside corrected (Ctrl-C to stop)")
+        view = None
+        if sys.stdout.isatty() and not options.plain:
+            import devview
+            view = devview.View()
         follower = devrun.Follower(str(PYTHON), venv_env(), root,
-                                   None if seconds is None else time.monotonic() + seconds)
+                                   None if seconds is None else time.monotonic() + seconds,
+                                   **({"out": view.event, "on_reading": view.reading} if view else {}))
+        scenario = (start_scenario(options, follower, root, received_db,
+                                   say=view.event if view else lambda text: print(text, flush=True))
+                    if options.scenario else None)
+        poller = None
         try:
-            follower.run()
+            if view is None:
+                follower.run()
+            else:
+                from rich.live import Live
+                poller = devview.Poller(view, root, cloud, received_db, str(PYTHON), venv_env(), since=time.time())
+                poller.start()
+                with Live(view, refresh_per_second=2):
+                    follower.run()
         except KeyboardInterrupt:
             pass
+        finally:
+            if scenario is not None:
+                scenario.stop()
+            if poller is not None:
+                poller.stop()
+        if scenario is not None:
+            return report_scenario(options, scenario, follower, state, cloud, received_db)
         keys, batches = devrun.cloud_readings(received_db)
         new = keys - before
         restarts = f"; the core went away {follower.restarts} time(s) and was followed" if follower.restarts else ""
+        arrived = {(str(run), int(seq)) for run, seq in new}
+        waiting = sum(1 for run, seq in follower.keys if (str(run), int(seq)) not in arrived)
+        if waiting:
+            restarts += (f"; the other {waiting} are in the store's backlog (it batches for up to max_latency_ms, "
+                         "10 s by default; the next run forwards them first)")
         say(f"{follower.distinct} distinct corrected readings went over local pub/sub ({follower.copies} "
             f"copies: a resend is a copy){restarts}; IoT Core has received {len(new)} distinct readings "
             f"in this run (recorded in {received_db}: {len(keys)} since it was made); logs are in {root / 'logs'}")
@@ -212,6 +277,107 @@ def cmd_run(args: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def show_components(root: Path) -> None:
+    """`localgg component list`, each component on one line (its configuration is in the log)."""
+    listing = localgg("component", "list", "--root", str(root), check=False, capture=True).stdout
+    name = version = None
+    for line in listing.splitlines():
+        key, _, value = line.strip().partition(": ")
+        if key == "Component Name":
+            name = value
+        elif key == "Version":
+            version = value
+        elif key == "State" and name:
+            print(f"    {name:<36} {version or '':<8} {value}", flush=True)
+            name = None
+
+
+def start_scenario(options, follower, root: Path, received_db: Path, say=print):
+    """The scenario's thread: its faults through `localgg fault`, then the wait for the drain."""
+    import devreport
+    import devrun
+    import devscenario
+    steps = devscenario.plan(options.scenario, offline=options.offline, restart_core=options.restart_core,
+                             cycles=options.cycles, kills=options.kills, seed=options.seed,
+                             limited=options.limited, warmup=options.warmup)
+    started = time.time()
+
+    def fault(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(PYTHON), "-m", "localgg", "fault", *args], env=venv_env(),
+                              capture_output=True, text=True, timeout=180)
+
+    def do(step) -> None:
+        verb, _, rest = step.action.partition(" ")
+        if verb == "kill":
+            command = ["component", "kill", "-n", rest, "--root", str(root)]
+        elif verb == "core":
+            command = ["core", "restart", "--root", str(root)]
+        elif rest == "limit":
+            command = ["link", "limit", "--bandwidth", str(devscenario.SLOW_BANDWIDTH),
+                       "--latency", str(devscenario.SLOW_LATENCY_MS), "--root", str(root)]
+        else:
+            command = ["link", rest, "--root", str(root)]
+        deadline = time.monotonic() + 120
+        while True:                       # a core that is restarting answers once it is back
+            result = fault(*command)
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if result.returncode != 0:
+            say(f"    -- scenario: `localgg fault {' '.join(command)}` failed: {result.stderr.strip()}")
+        if verb == "core":
+            devrun.wait_for_core(str(PYTHON), venv_env(), root, deadline=time.monotonic() + 120)
+
+    def drained() -> bool:
+        window_end = scenario.fault_end_wall + devreport.TAIL_S
+        seen = {key: t for key, t in dict(follower.sampled).items() if t >= started}   # as the report counts
+        return time.time() >= window_end and devreport.drained(
+            devreport.read_arrivals(received_db, since=started), seen, window_end)
+
+    scenario = devscenario.Scenario(steps, do=do, drained=drained,
+                                    finish=lambda: follower.finish_at(time.monotonic() + 2),
+                                    drain_timeout=options.drain_timeout, say=say)
+    scenario.started_wall = started
+    scenario.start()
+    return scenario
+
+
+def store_evicted(cloud: Path) -> int | None:
+    """The store's eviction counter as the cloud shadow has it (None: no report there yet)."""
+    try:
+        from localgg.cloud import shadow_client
+        ok, doc = shadow_client.request(cloud, "backfill-dev", "backfill", "get", timeout=5)
+        value = doc["state"]["reported"]["store"]["counters"]["evicted"] if ok else None
+        return int(value) if value is not None else None
+    except (OSError, TimeoutError, KeyError, TypeError, ValueError):
+        return None
+
+
+def report_scenario(options, scenario, follower, state: Path, cloud: Path, received_db: Path) -> int:
+    import devreport
+    arrivals = devreport.read_arrivals(received_db, since=scenario.started_wall)
+    seen = {key: t for key, t in follower.sampled.items() if t >= scenario.started_wall}
+    window_end = None if scenario.fault_end_wall is None else scenario.fault_end_wall + devreport.TAIL_S
+    report = devreport.summarize(arrivals, seen, scenario.fault_end_wall, store_evicted(cloud), window_end)
+    name = options.scenario + ("-restart-core" if options.restart_core else "")
+    lines = devreport.render(report, name)
+    lines.insert(1, f"  (the readings sampled from the scenario's start until {devreport.TAIL_S:g} s after its last fault)")
+    if scenario.drained_in_time is False:
+        lines.append(f"  (IoT Core did not have every reading within --drain-timeout {options.drain_timeout:g} s)")
+    text_path, png_path = state / f"report-{name}.txt", state / f"report-{name}.png"
+    text_path.write_text("\n".join(lines) + "\n")
+    devreport.plot(arrivals, scenario.events, png_path,
+                   f"python3 scripts/dev.py run --scenario {options.scenario}"
+                   + (f" --offline {options.offline:g}" if options.scenario == "outage" else "")
+                   + (" --restart-core" if options.restart_core else "")
+                   + f": {report.delivered} of {report.produced} delivered, {report.lost} lost, "
+                     f"{report.duplicates} duplicates")
+    for line in lines:
+        print(line, flush=True)
+    say(f"the report is in {text_path}, the picture in {png_path}")
+    return 0 if report.lost == 0 and report.produced else 1
 
 
 COMMANDS = {"run": cmd_run, "test": cmd_test, "bench": cmd_bench}

@@ -83,9 +83,14 @@ class Follower:
     deadline (the core restarted, or was killed and started again)."""
 
     def __init__(self, python: str, env: dict, root: Path, deadline: Optional[float],
-                 out: Callable[[str], None] = lambda text: print(text, flush=True)) -> None:
+                 out: Callable[[str], None] = lambda text: print(text, flush=True),
+                 on_reading: Optional[Callable[[dict], None]] = None) -> None:
+        """`out` gets the lines to show; `on_reading` (a live view), if given, gets every copy of
+        every reading instead of a line per distinct reading."""
         self.python, self.env, self.root, self.deadline, self.out = python, env, root, deadline, out
+        self.on_reading = on_reading
         self.keys: set = set()
+        self.sampled: dict = {}                  # (run, seq) -> sample time, epoch seconds
         self.copies = 0
         self.restarts = 0
         self._watch: Optional[subprocess.Popen] = None
@@ -97,6 +102,13 @@ class Follower:
 
     def over(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def finish_at(self, deadline: float) -> None:
+        """End at `deadline` (a time.monotonic() value), from any thread."""
+        self.deadline = deadline
+        timer = threading.Timer(max(deadline - time.monotonic(), 0), self._terminate)
+        timer.daemon = True
+        timer.start()
 
     def run(self) -> None:
         if self.deadline is not None:
@@ -139,11 +151,16 @@ class Follower:
                         self.out("    " + line.strip())
                     continue
                 self.copies += 1
+                if self.on_reading is not None:
+                    self.on_reading(reading)
                 key = (reading["run"], int(reading["seq"]))
                 if key in self.keys:
                     continue                     # a resend: shown once
                 self.keys.add(key)
-                self.out(line_of(reading))
+                if isinstance(reading.get("t"), (int, float)):
+                    self.sampled[(str(reading["run"]), int(reading["seq"]))] = reading["t"] / 1000.0
+                if self.on_reading is None:
+                    self.out(line_of(reading))
         finally:
             watch.wait()
 
@@ -156,6 +173,18 @@ class Follower:
                     self.out("    -- the core is back")
                     return
             time.sleep(0.5)
+
+
+def wait_for_core(python: str, env: dict, root: Path, deadline: float) -> bool:
+    """Until the core under root answers `localgg status` (True), or the deadline (False)."""
+    while time.monotonic() < deadline:
+        if core_pid(root) is not None and (root / "ipc.socket").exists():
+            result = subprocess.run([python, "-m", "localgg", "status", "--root", str(root)],
+                                    env=env, capture_output=True, timeout=60)
+            if result.returncode == 0:
+                return True
+        time.sleep(0.5)
+    return False
 
 
 def cloud_readings(db: Path) -> tuple[set, int]:

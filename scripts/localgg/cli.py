@@ -20,6 +20,7 @@ localgg's own (no greengrass-cli equivalent):
     localgg cloud record --cloud DIR --topic FILTER [--topic FILTER ...] --db FILE
     localgg cloud publish --cloud DIR --topic T --payload P [--qos 0|1] [--retain]
     localgg cloud shadow get|update --cloud DIR --thing-name T [--shadow-name N] [--payload JSON] [OUTFILE]
+    localgg cloud shadow status --cloud DIR --thing-name T [--shadow-name N]   (when the device last reported, the delta)
 
 The greengrass-cli commands talk to the running core over IPC, with the real awsiotsdk
 client and the token the core writes to `<root>/cli_ipc_info/`, as greengrass-cli does.
@@ -300,13 +301,18 @@ def cmd_cloud_shadow(args: argparse.Namespace) -> int:
             raise CliError(f"--payload is not JSON: {error}")
         if not isinstance(document, dict):
             raise CliError("--payload must be a JSON object ({\"state\": {...}})")
-    ok, doc = request(_cloud_dir(args), args.thing_name, args.shadow_name or "", args.action, document)
+    operation = "get" if args.action == "status" else args.action
+    ok, doc = request(_cloud_dir(args), args.thing_name, args.shadow_name or "", operation, document)
     if not ok:
         code = {400: "InvalidRequestException", 401: "UnauthorizedException", 404: "ResourceNotFoundException",
                 409: "ConflictException", 413: "RequestEntityTooLargeException"}.get(doc.get("code"), "Error")
         print(f"An error occurred ({code}) when calling the {'GetThingShadow' if args.action == 'get' else 'UpdateThingShadow'} "
               f"operation: {doc.get('message', doc)}", file=sys.stderr)
         return 255
+    if args.action == "status":
+        from .cloud.shadow_client import summary
+        print("\n".join(summary(doc, time.time())))
+        return 0
     text = json.dumps(doc, indent=2)
     if args.outfile and args.outfile != "-":
         Path(args.outfile).write_text(text + "\n")
@@ -704,14 +710,17 @@ def parser() -> argparse.ArgumentParser:
 
     shadow = cloud.add_parser("shadow", help="a device shadow as the AWS side sees it (aws iot-data "
                               "get-thing-shadow / update-thing-shadow)").add_subparsers(dest="action", required=True)
-    for action, text in (("get", "the shadow document"), ("update", "update it (desired, or reported)")):
+    for action, text in (("get", "the shadow document"), ("update", "update it (desired, or reported)"),
+                         ("status", "(localgg) the document as a person reads it: when the device last "
+                                    "reported, each reported section, the delta")):
         op = shadow.add_parser(action, help=text)
         op.add_argument("--cloud", required=True, metavar="DIR")
         op.add_argument("--thing-name", required=True)
         op.add_argument("--shadow-name", help="a named shadow (default: the classic shadow)")
         if action == "update":
             op.add_argument("--payload", required=True, help="the request document, JSON or file://PATH")
-        op.add_argument("outfile", nargs="?", help="where the document goes (default: stdout)")
+        if action != "status":
+            op.add_argument("outfile", nargs="?", help="where the document goes (default: stdout)")
         op.set_defaults(func=cmd_cloud_shadow)
 
     logs = sub.add_parser("logs", help="component and core logs").add_subparsers(dest="action", required=True)

@@ -109,3 +109,62 @@ def test_ctrl_c_leaves_nothing_behind_and_the_next_run_keeps_the_state():
     assert again.ended(240) == 0, again.text()
     assert "keeping what an earlier run left" in again.text()
     wait_for(lambda: not left_behind(state), 30, interval=0.2, message=f"no process left: {left_behind(state)}")
+
+
+def test_an_outage_scenario_with_a_core_restart_ends_by_itself_with_a_report_from_the_cloud():
+    state = short_tmp("bfd-") / "state"
+    job = Job("--scenario", "outage", "--offline", "20", "--restart-core", "--warmup", "5", "--state", str(state))
+    try:
+        code = job.ended(600)
+    finally:
+        job.ended(1)
+    text = job.text()
+    assert code == 0, text
+    for event in ("link down for 20 s", "core restart, the link still down", "link up", "faults over"):
+        assert f"-- scenario: {event}" in text, event
+    assert "did not have every reading" not in text        # it ended on the drain, not on the timeout
+    assert text.index("core restart") < text.index("the core is back") < text.index("-- scenario: link up")
+    report = (state / "report-outage-restart-core.txt").read_text()
+    assert report.splitlines()[0] == "report (outage-restart-core), from the cloud recorder:"
+    assert [line.split()[:2] for line in report.splitlines() if line.split()[:1] == ["lost"]] == [["lost", "0"]]
+    produced = next(int(line.split()[1]) for line in report.splitlines() if line.split()[:1] == ["produced"])
+    assert produced >= 25                                  # 5 s warm-up + 20 s offline + 15 s tail at 1 Hz
+    assert (state / "report-outage-restart-core.png").read_bytes()[:4] == b"\x89PNG"
+    wait_for(lambda: not left_behind(state), 30, interval=0.2, message=f"no process left: {left_behind(state)}")
+
+
+def report_of(state: Path, name: str) -> dict:
+    """The report's rows: {"produced": "...", "lost": "...", ...} (the text after the name)."""
+    rows = {}
+    for line in (state / f"report-{name}.txt").read_text().splitlines()[2:]:
+        for key in ("produced", "delivered to IoT Core", "lost", "duplicates", "evicted", "time to drain"):
+            if line.strip().startswith(key):
+                rows[key] = line.strip()[len(key):].strip()
+    return rows
+
+
+def test_flap_kill_and_slow_link_each_deliver_every_reading_by_the_recorders_count():
+    """The three other scenarios, short, side by side (each its own core, cloud and state)."""
+    runs = {"flap": ["--cycles", "2"], "kill": ["--kills", "3", "--seed", "4"], "slow-link": ["--limited", "25"]}
+    states = {name: short_tmp("bfd-") / "state" for name in runs}
+    jobs = {name: Job("--scenario", name, *args, "--warmup", "5", "--state", str(states[name]))
+            for name, args in runs.items()}
+    try:
+        codes = {name: job.ended(600) for name, job in jobs.items()}
+    finally:
+        for job in jobs.values():
+            job.ended(1)
+    for name, job in jobs.items():
+        text = job.text()
+        assert codes[name] == 0, f"{name}:\n{text}"
+        assert "did not have every reading" not in text, f"{name}:\n{text}"
+        report = report_of(states[name], name)
+        assert report["lost"] == "0", (name, report)
+        produced = int(report["produced"].split()[0])
+        assert produced >= 25 and report["delivered to IoT Core"].split()[0] == str(produced), (name, report)
+        assert report["duplicates"].split()[0].isdigit(), (name, report)    # counted, whatever they are
+    assert jobs["flap"].text().count("-- scenario: flap") == 4
+    assert jobs["kill"].text().count("-- scenario: SIGKILL") == 3
+    assert "-- scenario: link limited: 400 B/s, 300 ms" in jobs["slow-link"].text()
+    for state in states.values():
+        wait_for(lambda: not left_behind(state), 30, interval=0.2, message=f"no process left: {left_behind(state)}")

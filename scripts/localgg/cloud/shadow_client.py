@@ -59,3 +59,48 @@ def request(cloud_dir: Path, thing: str, name: str, operation: str, document: Op
     if ours:
         doc.pop("clientToken", None)
     return ok, doc
+
+
+def newest(metadata: object) -> Optional[float]:
+    """The newest `timestamp` under a shadow's metadata subtree (when that part was last reported)."""
+    if not isinstance(metadata, dict):
+        return None
+    found = [metadata["timestamp"]] if isinstance(metadata.get("timestamp"), (int, float)) else []
+    found += [t for t in (newest(v) for k, v in metadata.items() if k != "timestamp") if t is not None]
+    return max(found) if found else None
+
+
+def _flat(value: object, prefix: str = "") -> list[str]:
+    """key=value for every scalar under value (nested keys joined by dots)."""
+    if isinstance(value, dict):
+        return [item for key, inner in value.items() for item in _flat(inner, f"{prefix}{key}.")]
+    return [f"{prefix[:-1]}={json.dumps(value)}"]
+
+
+def summary(doc: dict, now: float, width: int = 100) -> list[str]:
+    """A shadow document as a person reads it: when the device last reported, each reported
+    section with its time and values, and what the desired state still waits for (the delta)."""
+    import time
+    state, metadata = doc.get("state") or {}, doc.get("metadata") or {}
+    reported, meta = state.get("reported") or {}, metadata.get("reported") or {}
+
+    def when(stamp: Optional[float]) -> str:
+        if stamp is None:
+            return "never"
+        return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(stamp))} UTC ({max(0, now - stamp):.0f} s ago)"
+
+    lines = [f"version {doc.get('version', '?')}; the device last reported {when(newest(meta))}"]
+    for section in sorted(reported):
+        lines.append(f"reported.{section}  (at {when(newest(meta.get(section)))})")
+        values = _flat(reported[section]) if isinstance(reported[section], dict) else [json.dumps(reported[section])]
+        line = "   "
+        for item in values:
+            if len(line) + len(item) + 1 > width:
+                lines.append(line)
+                line = "   "
+            line += " " + item
+        if line.strip():
+            lines.append(line)
+    delta = state.get("delta") or {}
+    lines.append("delta (desired, not yet reported): " + (", ".join(_flat(delta)) if delta else "none"))
+    return lines

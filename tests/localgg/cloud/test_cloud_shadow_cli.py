@@ -54,3 +54,19 @@ def test_update_then_get_gives_the_document_with_its_delta_and_version(cloud, tm
 def test_a_payload_that_is_not_an_object_is_refused_before_anything_is_sent(cloud):
     result = shadow(cloud, "update", "--thing-name", "pi-3", "--payload", "[1, 2]")
     assert result.returncode == 1 and "must be a JSON object" in result.stderr
+
+
+def test_status_says_when_the_device_last_reported_what_it_reported_and_what_waits(cloud):
+    reported = {"state": {"reported": {"store": {"link": "online", "backlog": {"count": 7}, "counters": {"sent": 3}}},
+                          "desired": {"sampling": {"interval_s": 2}}}}
+    assert shadow(cloud, "update", "--thing-name", "pi-9", "--shadow-name", "backfill",
+                  "--payload", json.dumps(reported)).returncode == 0
+    result = shadow(cloud, "status", "--thing-name", "pi-9", "--shadow-name", "backfill")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("version 1; the device last reported 20") and " s ago)" in lines[0]
+    assert lines[1].startswith("reported.store  (at 20")
+    assert lines[2].split() == ['link="online"', "backlog.count=7", "counters.sent=3"]
+    assert lines[-1] == "delta (desired, not yet reported): sampling.interval_s=2"
+    missing = shadow(cloud, "status", "--thing-name", "pi-nobody", "--shadow-name", "backfill")
+    assert missing.returncode == 255 and "ResourceNotFoundException" in missing.stderr
