@@ -225,7 +225,7 @@ class Poller(threading.Thread):
         link = iotcore.get("link") or {}
         text = "up" if link.get("up") else "down"
         if link.get("bandwidth") or link.get("latency"):
-            text += f", limited to {link.get('bandwidth') or '-'} B/s and {link.get('latency') or 0:g} ms"
+            text += f", limited to {link.get('bandwidth') or '-'} B/s and {1000 * (link.get('latency') or 0):g} ms"
         self.view.update(online=bool(iotcore.get("online")), link=text,
                          spooled=(iotcore.get("spool") or {}).get("messages"))
 

@@ -149,3 +149,54 @@ def drain_naive(lc: LocalCloud, witness: Witness, work: Path, readings: list[dic
     window_end = result["started_ns"] + int(seconds * 1e9)
     return NaiveResult(seconds=seconds, received=count.distinct_by(window_end), deleted=result["deleted"],
                        refused=result["refused"], wire_bytes=count.wire_bytes, messages=count.messages)
+
+
+@dataclass
+class StartupResult:
+    fill_s: float
+    db_mb: float
+    first_s: float
+    first_readings: int
+
+
+def startup(lc: LocalCloud, witness: Witness, work: Path, n: int, timeout_s: float = 120) -> StartupResult:
+    """A store launched with n readings stored: seconds to its first batch in the cloud."""
+    from .readings import daily
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    t0 = time.time_ns() // 10**6 - n * 1000
+    fill_store(work / "store.db", list(daily(n, device=lc.thing, run="5a1e0b00", t0_ms=t0)))
+    fill_s = time.monotonic() - started
+    db_mb = sum(p.stat().st_size for p in work.glob("store.db*")) / 1e6
+    count = witness.topics[store_topic(lc.thing)]
+    witness.poll()
+    before, before_readings = count.messages, count.readings
+    env = lc.component_env(STORE, recipe_configuration(STORE, lc.thing))
+    launched = time.monotonic()
+    process = lc.spawn(["-u", "-m", "store_and_forward", "--work", str(work)], env, work / "store.log", cwd=work)
+    try:
+        deadline = launched + timeout_s
+        while count.messages == before:
+            if process.poll() is not None:
+                raise RuntimeError(f"the store exited with {process.returncode}: see {work / 'store.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no batch in the cloud {timeout_s} s after launch: see {work / 'store.log'}")
+            time.sleep(POLL_S)
+            witness.poll()
+        first_s = time.monotonic() - launched
+        first = count.readings - before_readings
+    finally:
+        lc.stop(process)
+    return StartupResult(fill_s=fill_s, db_mb=db_mb, first_s=first_s, first_readings=first)
+
+
+def slow_drain(lc: LocalCloud, witness: Witness, work: Path, readings: list[dict], bandwidth: int = 125_000,
+               latency_s: float = 0.1, timeout_s: float = 600) -> DrainResult:
+    """drain_store through localgg's link limited to `bandwidth` bytes/s and `latency_s` each way
+    (a phone hotspot: 1 Mbit/s, 100 ms), the limit cleared afterwards."""
+    link = lc.kernel.iotcore.link
+    lc.call(lambda: link.limit(bandwidth, latency_s))
+    try:
+        return drain_store(lc, witness, work, readings, timeout_s=timeout_s)
+    finally:
+        lc.call(link.clear)

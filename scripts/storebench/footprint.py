@@ -6,7 +6,9 @@ The component runs as on a device (`python -m store_and_forward`, its recipe's d
 configuration, ShadowManager deployed). A sensor stand-in in this process publishes one
 corrected reading a second on backfill/readings/corrected through the real IPC client, on
 a drift-free schedule. Measured once the first reading is confirmed in the cloud (start-up
-excluded): CPU time (user + system, all threads) over the window, RSS every second.
+excluded): CPU time (user + system, all threads) over the window, RSS every second, and
+the bytes it wrote (`/proc/<pid>/io`: write_bytes, what reaches the storage layer, and
+wchar, what went through write()) per reading stored in the window.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class FootprintResult:
     rss_mb_mean: float
     published: int
     in_cloud: int
+    window_readings: int = 0
+    write_bytes: int = 0
+    wchar: int = 0
+
+    def per_reading(self, key: str) -> float | None:
+        return getattr(self, key) / self.window_readings if self.window_readings else None
 
 
 class Feeder:
@@ -90,11 +98,13 @@ def footprint(lc: LocalCloud, witness: Witness, work: Path, seconds: float) -> F
             return any(key[1] == RUN for key in count.keys)
         wait_until(first_in_cloud, 60, "the first reading confirmed in the cloud", interval=0.2)
         cpu_start, started = procstat.cpu_seconds(process.pid), time.monotonic()
+        io_start, published_start = procstat.io_bytes(process.pid), feeder.published
         samples = []
         while time.monotonic() - started < seconds:
             samples.append(procstat.rss_mb(process.pid))
             time.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - started))))
         cpu = procstat.cpu_seconds(process.pid) - cpu_start
+        io_end, window = procstat.io_bytes(process.pid), feeder.published - published_start
         elapsed = time.monotonic() - started
         samples.append(procstat.rss_mb(process.pid))
         published = feeder.published
@@ -105,4 +115,6 @@ def footprint(lc: LocalCloud, witness: Witness, work: Path, seconds: float) -> F
     witness.poll()
     in_cloud = sum(1 for key in count.keys if key[1] == RUN)
     return FootprintResult(seconds=elapsed, cpu_percent=100.0 * cpu / elapsed, rss_mb_max=max(samples),
-                           rss_mb_mean=sum(samples) / len(samples), published=published, in_cloud=in_cloud)
+                           rss_mb_mean=sum(samples) / len(samples), published=published, in_cloud=in_cloud,
+                           window_readings=window, write_bytes=io_end["write_bytes"] - io_start["write_bytes"],
+                           wchar=io_end["wchar"] - io_start["wchar"])

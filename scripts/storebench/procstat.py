@@ -40,3 +40,15 @@ def rss_mb(pid: int) -> float:
 
 def peak_rss_mb(pid: int) -> float:
     return parse_kb(_status(pid), "VmHWM") / 1024
+
+
+def parse_io(text: str) -> dict:
+    """/proc/<pid>/io as {"wchar": ..., "write_bytes": ...} (all its counters)."""
+    return {key: int(value) for key, _, value in (line.partition(": ") for line in text.splitlines()) if value}
+
+
+def io_bytes(pid: int) -> dict:
+    """wchar: bytes the process passed to write() and the like; write_bytes: bytes it caused to be
+    sent to the storage layer (counted when pages are dirtied), what wears an SD card."""
+    with open(f"/proc/{pid}/io") as file:
+        return parse_io(file.read())

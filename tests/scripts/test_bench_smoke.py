@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROWS_PER_PART = {"ingest": 2, "footprint": 2, "drain": 6, "flood": 3}
+ROWS_PER_PART = {"ingest": 2, "footprint": 4, "drain": 7, "slow-link": 2, "flood": 3, "startup": 1}
 HEADER = ["part", "measure", "ours", "naive/baseline", "ratio", "aim", "verdict"]
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( ?[a-zA-Z%]+)?$")
 
@@ -22,7 +22,7 @@ def test_help_lists_every_part():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench"), "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0
-    for part in ("pubsub", "store", "drain", "ingest", "footprint", "flood", "online", "--quick"):
+    for part in ("pubsub", "store", "drain", "ingest", "footprint", "flood", "startup", "slow-link", "online", "--quick"):
         assert part in out.stdout
 
 
@@ -51,6 +51,7 @@ def test_the_smallest_store_run_prints_every_row_with_its_verdict():
     notes = "\n".join(lines)
     assert "ceiling = min(100 publishes/s" in notes and "naive: ran" in notes and "baseline" in notes
     assert "dropped" in notes and "at its bounded inbox" in notes
+    assert "to its first batch recorded by the cloud" in notes and "write_bytes: pages dirtied" in notes
 
 
 def test_the_ceiling_the_verdicts_and_the_readings():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from build_testkit import load_script
 from conftest import short_tmp, wait_for
+from test_dev_run import left_behind
 from store_and_forward import packer
 
 devview = load_script("devview")
@@ -107,7 +108,7 @@ def test_the_store_and_the_recorder_are_read_from_their_sqlite_files(tmp_path):
 def test_the_live_view_in_a_terminal_as_a_user_sees_it():
     state = short_tmp("bfv-") / "state"
     session = f"bfv{int(time.time() * 1000) % 10**8}"
-    command = f"{sys.executable} {REPO / 'scripts' / 'dev.py'} run --seconds 45 --state {state}; sleep 600"
+    command = f"{sys.executable} {REPO / 'scripts' / 'dev.py'} run --seconds 45 --state {state}; echo RUN-ENDED; sleep 600"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "45", command], check=True)
 
     def screen() -> str:
@@ -122,8 +123,9 @@ def test_the_live_view_in_a_terminal_as_a_user_sees_it():
             assert any(line.lstrip(" │|┃").startswith(row) for line in text.splitlines()), (row, text)
         assert "online" in text and "raw " in text and "-> corrected" in text, text
         assert not [line for line in text.splitlines() if line.lstrip().startswith("run ")]   # no scrolling lines
-        done = wait_for(lambda: "stopping the core and the cloud" in screen() and screen(), 200, interval=0.5,
+        done = wait_for(lambda: "RUN-ENDED" in screen() and screen(), 200, interval=0.5,
                         message="--seconds to end the run")
-        assert "IoT Core has received" in done
+        assert "IoT Core has received" in done and "stopping the core and the cloud" in done
+        wait_for(lambda: not left_behind(state), 30, interval=0.2, message=f"no process left: {left_behind(state)}")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -36,7 +36,7 @@ from .ledger import ONLINE, UNKNOWN, InFlight, Ledger
 from .rate import RatePlan
 from .planner import Planner, Prepared
 from . import store as store_module
-from .store import DeadLetter, DiskFull, Store, is_corruption
+from .store import CommitResult, DeadLetter, DiskFull, Store, is_corruption
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ def expand(topic: str, thing: str) -> str:
     return topic.replace("{iot:thingName}", thing).replace("{thing}", thing)
 
 
+MAX_SEQ = 2**53 - 1          # the contract's bound on seq
+
+
 def identity_of(doc: object) -> Optional[tuple]:
     """(device, run, seq) of a message that failed its contract, when they can be read."""
     if not isinstance(doc, dict):
@@ -72,7 +75,9 @@ def identity_of(doc: object) -> Optional[tuple]:
     if not (isinstance(device, str) and 0 < len(device) <= 128 and isinstance(run, str)
             and len(run) in (8, 16) and all(c in "0123456789abcdef" for c in run)):
         return None
-    if isinstance(seq, bool) or not isinstance(seq, (int, float)) or seq < 0 or seq != int(seq):
+    if isinstance(seq, bool) or not isinstance(seq, (int, float)) or not 0 <= seq <= MAX_SEQ:
+        return None                          # MAX_SEQ also keeps out inf and 1e300 (SQLite INTEGER is 64-bit)
+    if seq != int(seq):
         return None
     return (device, run, int(seq))
 
@@ -274,10 +279,8 @@ class Forwarder:
         if not self._pending and not self._dead:
             return True
         try:
-            result = self.store.commit(self._pending, self._dead)
-        except sqlite3.DatabaseError as error:
-            if not is_corruption(error):
-                raise
+            result = self._commit_or_isolate()
+        except sqlite3.DatabaseError as error:      # corruption: the others were isolated
             self._corrupt(error)           # kept in memory: committed to the new database next tick
             return False
         except DiskFull as error:
@@ -313,6 +316,59 @@ class Forwarder:
         else:
             self.evicting = False
         return True
+
+    def _commit_or_isolate(self) -> CommitResult:
+        """The group commit; if it fails for a reason that is neither the disk nor corruption
+        (one message the database cannot take), commit one by one, so that one message never
+        blocks the others (a poison pill would strand every reading behind it)."""
+        try:
+            return self.store.commit(self._pending, self._dead)
+        except sqlite3.DatabaseError as error:
+            if is_corruption(error):
+                raise
+            failure = error
+        except (sqlite3.Error, OverflowError, ValueError, TypeError) as error:
+            failure = error
+        return self._isolate(failure)
+
+    def _isolate(self, failure: BaseException) -> CommitResult:
+        """Each reading alone, then each dead letter alone. A reading the database refuses
+        becomes a dead letter with the reason; a dead letter it refuses is kept without its
+        identity, and if even that fails it is dropped and counted (dead_dropped). DiskFull
+        and corruption propagate (the caller keeps everything and retries)."""
+        self.problems.add(f"commit {type(failure).__name__}",
+                          f"a group commit failed ({failure!r}); committing its messages one by one")
+        total = CommitResult()
+
+        def add(result: CommitResult) -> None:
+            total.acks += result.acks
+            total.retimed_runs |= result.retimed_runs
+            total.changed = total.changed or result.changed
+            for name in ("inserted", "duplicates", "rejected", "evicted", "given_up", "retimed", "dead_lettered"):
+                setattr(total, name, getattr(total, name) + getattr(result, name))
+
+        def alone(readings: list, dead: list) -> Optional[BaseException]:
+            try:
+                add(self.store.commit(readings, dead))
+                return None
+            except sqlite3.DatabaseError as error:
+                if is_corruption(error):
+                    raise
+                return error
+            except (sqlite3.Error, OverflowError, ValueError, TypeError) as error:
+                return error
+
+        dead = list(self._dead)
+        for reading in self._pending:
+            error = alone([reading], [])
+            if error is not None:
+                dead.append(DeadLetter(self.settings["corrected_topic"],
+                                       _dumped(reading)[:self.settings["max_message_bytes"]],
+                                       f"the store could not keep it: {error!r}"[:500]))
+        for letter in dead:
+            if alone([], [letter]) is not None and alone([], [DeadLetter(letter.topic, letter.raw, letter.reason)]):
+                self.store.add_counts(dead_dropped=1)
+        return total
 
     # -- confirmation -------------------------------------------------------------------------
     def on_iot(self, topic: str, payload: bytes) -> None:

@@ -399,6 +399,7 @@ class Store:
             if gap:
                 given_up[key] = gap
                 result.given_up += gap
+        stale_before = dict(self._stale)
         try:
             with self.db.atomic():
                 before = self.db.conn.total_changes
@@ -429,13 +430,14 @@ class Store:
                 counters["conflicts"] += len(conflicts)
                 counters["dead_evicted"] += dead_gone
                 self._save_meta(counters, count - evicted)
-        except sqlite3.Error as error:
-            for key, state in retimer_before.items():
+        except Exception as error:      # nothing of it kept: the memory as it was (a value SQLite
+            for key, state in retimer_before.items():   # refuses raises OverflowError, not sqlite3.Error)
                 if state is None:
                     self.retimer.forget(key)
                 else:
                     self.retimer.load(key, *state)
-            if is_storage_error(error):
+            self._stale = stale_before
+            if isinstance(error, sqlite3.Error) and is_storage_error(error):
                 raise DiskFull(str(error)) from error
             raise
         self.counters, self.count = counters, count - evicted
