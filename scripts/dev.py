@@ -52,22 +52,26 @@ def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
 
-def ensure_mosquitto() -> str | None:
-    """Debian's mosquitto, installed if missing (as root, or with passwordless sudo)."""
-    found = find_mosquitto()
+def ensure_package(package: str, find, why: str) -> str | None:
+    """A Debian package's program, installed if missing (as root, or with passwordless sudo)."""
+    found = find()
     if found or not shutil.which("apt-get"):
         return found
     prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
     if prefix is None:
         return None
-    say("installing mosquitto (Debian package) for the IoT Core stand-in")
+    say(f"installing {package} (Debian package) {why}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = prefix + ["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"]
+    install = prefix + ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
     for command in (install, prefix + ["apt-get", "update", "-q"], install):
         subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if find_mosquitto():
+        if find():
             break
-    return find_mosquitto()
+    return find()
+
+
+def ensure_mosquitto() -> str | None:
+    return ensure_package("mosquitto", find_mosquitto, "for the IoT Core stand-in")
 
 
 def venv_env() -> dict[str, str]:
@@ -87,6 +91,10 @@ def cmd_test(args: list[str]) -> int:
     ensure_venv()
     if ensure_mosquitto() is None:
         print("The tests need mosquitto (Debian package mosquitto) and it could not be installed here: "
+              "install it, then run this again.", file=sys.stderr)
+        return 1
+    if ensure_package("tmux", lambda: shutil.which("tmux"), "to look at the live view as a terminal shows it") is None:
+        print("The tests need tmux (Debian package tmux) and it could not be installed here: "
               "install it, then run this again.", file=sys.stderr)
         return 1
     say("running the tests")

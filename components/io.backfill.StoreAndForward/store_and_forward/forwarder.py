@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import sqlite3
 from typing import Iterator, Optional, Protocol
 
@@ -64,7 +65,8 @@ def expand(topic: str, thing: str) -> str:
     return topic.replace("{iot:thingName}", thing).replace("{thing}", thing)
 
 
-MAX_SEQ = 2**53 - 1          # the contract's bound on seq
+MAX_SEQ = 2**53 - 1                       # the contract's bound on seq
+DEVICE = re.compile(r"[a-zA-Z0-9:_-]+")   # the contract's pattern for device
 
 
 def identity_of(doc: object) -> Optional[tuple]:
@@ -72,7 +74,7 @@ def identity_of(doc: object) -> Optional[tuple]:
     if not isinstance(doc, dict):
         return None
     device, run, seq = doc.get("device"), doc.get("run"), doc.get("seq")
-    if not (isinstance(device, str) and 0 < len(device) <= 128 and isinstance(run, str)
+    if not (isinstance(device, str) and 0 < len(device) <= 128 and DEVICE.fullmatch(device) and isinstance(run, str)
             and len(run) in (8, 16) and all(c in "0123456789abcdef" for c in run)):
         return None
     if isinstance(seq, bool) or not isinstance(seq, (int, float)) or not 0 <= seq <= MAX_SEQ:
@@ -295,11 +297,7 @@ class Forwarder:
         self.disk_full = False
         arrived = self._pending_since if self._pending_since is not None else now
         self._pending, self._dead, self._pending_since = [], [], None
-        for ack in result.acks:
-            try:
-                self.port.publish_ack(self.settings["ack_topic"], ack)
-            except Exception as error:          # the sensor resends; its duplicate re-acks
-                self.problems.add(f"ack {type(error).__name__}", f"could not publish an acknowledgement: {error}")
+        self._publish_acks(result.acks)
         if result.inserted:
             self.plan.committed(arrived)
         if result.retimed_runs:
@@ -317,57 +315,78 @@ class Forwarder:
             self.evicting = False
         return True
 
-    def _commit_or_isolate(self) -> CommitResult:
-        """The group commit; if it fails for a reason that is neither the disk nor corruption
-        (one message the database cannot take), commit one by one, so that one message never
-        blocks the others (a poison pill would strand every reading behind it)."""
+    def _publish_acks(self, acks: list[dict]) -> None:
+        for ack in acks:
+            try:
+                self.port.publish_ack(self.settings["ack_topic"], ack)
+            except Exception as error:          # the sensor resends; its duplicate re-acks
+                self.problems.add(f"ack {type(error).__name__}", f"could not publish an acknowledgement: {error}")
+
+    def _try_commit(self, readings: list, dead: list) -> CommitResult | BaseException:
+        """store.commit, or the error of a message the database cannot take. The disk (DiskFull,
+        or a storage error raised outside the store's transaction) and corruption propagate."""
         try:
-            return self.store.commit(self._pending, self._dead)
+            return self.store.commit(readings, dead)
         except sqlite3.DatabaseError as error:
             if is_corruption(error):
                 raise
-            failure = error
+            failure: BaseException = error
         except (sqlite3.Error, OverflowError, ValueError, TypeError) as error:
             failure = error
-        return self._isolate(failure)
+        if isinstance(failure, sqlite3.Error) and store_module.is_storage_error(failure):
+            raise DiskFull(str(failure)) from failure
+        return failure
+
+    def _commit_or_isolate(self) -> CommitResult:
+        """The group commit; if one message the database cannot take makes it fail (neither
+        the disk nor corruption), commit one by one, so that one message never blocks the
+        others (a poison pill would strand every reading behind it)."""
+        outcome = self._try_commit(self._pending, self._dead)
+        return outcome if isinstance(outcome, CommitResult) else self._isolate(outcome)
 
     def _isolate(self, failure: BaseException) -> CommitResult:
-        """Each reading alone, then each dead letter alone. A reading the database refuses
-        becomes a dead letter with the reason; a dead letter it refuses is kept without its
-        identity, and if even that fails it is dropped and counted (dead_dropped). DiskFull
-        and corruption propagate (the caller keeps everything and retries)."""
+        """Each reading alone, then each dead letter alone, each leaving _pending/_dead as soon
+        as it is committed (a DiskFull or corruption meanwhile keeps only the rest, as after an
+        ordinary group commit). A reading the database refuses becomes a dead letter with the
+        reason and its identity; a dead letter it refuses is kept without its identity, and if
+        even that fails it is dropped and counted (dead_dropped). The acknowledgements go out
+        as they are earned, the newest per run."""
         self.problems.add(f"commit {type(failure).__name__}",
                           f"a group commit failed ({failure!r}); committing its messages one by one")
         total = CommitResult()
 
-        def add(result: CommitResult) -> None:
-            total.acks += result.acks
-            total.retimed_runs |= result.retimed_runs
-            total.changed = total.changed or result.changed
+        def committed(outcome: CommitResult | BaseException) -> bool:
+            if not isinstance(outcome, CommitResult):
+                return False
+            total.acks += outcome.acks
+            total.retimed_runs |= outcome.retimed_runs
+            total.changed = total.changed or outcome.changed
             for name in ("inserted", "duplicates", "rejected", "evicted", "given_up", "retimed", "dead_lettered"):
-                setattr(total, name, getattr(total, name) + getattr(result, name))
+                setattr(total, name, getattr(total, name) + getattr(outcome, name))
+            return True
 
-        def alone(readings: list, dead: list) -> Optional[BaseException]:
-            try:
-                add(self.store.commit(readings, dead))
-                return None
-            except sqlite3.DatabaseError as error:
-                if is_corruption(error):
-                    raise
-                return error
-            except (sqlite3.Error, OverflowError, ValueError, TypeError) as error:
-                return error
-
-        dead = list(self._dead)
-        for reading in self._pending:
-            error = alone([reading], [])
-            if error is not None:
-                dead.append(DeadLetter(self.settings["corrected_topic"],
-                                       _dumped(reading)[:self.settings["max_message_bytes"]],
-                                       f"the store could not keep it: {error!r}"[:500]))
-        for letter in dead:
-            if alone([], [letter]) is not None and alone([], [DeadLetter(letter.topic, letter.raw, letter.reason)]):
-                self.store.add_counts(dead_dropped=1)
+        try:
+            while self._pending:
+                reading = self._pending[0]
+                outcome = self._try_commit([reading], [])
+                self._pending.pop(0)
+                if not committed(outcome):
+                    self._dead.append(DeadLetter(self.settings["corrected_topic"],
+                                                 _dumped(reading)[:self.settings["max_message_bytes"]],
+                                                 f"the store could not keep it: {outcome!r}"[:500],
+                                                 identity_of(reading)))
+            while self._dead:
+                letter = self._dead[0]
+                if not committed(self._try_commit([], [letter])) and not committed(
+                        self._try_commit([], [DeadLetter(letter.topic, letter.raw, letter.reason)])):
+                    self.store.add_counts(dead_dropped=1)
+                self._dead.pop(0)
+        finally:
+            newest = {(ack["device"], ack["run"]): ack for ack in total.acks}     # in commit order
+            total.acks = []
+            self._publish_acks(list(newest.values()))
+            if total.changed:
+                self.plan.changed()
         return total
 
     # -- confirmation -------------------------------------------------------------------------

@@ -450,7 +450,10 @@ class Store:
                 result.acks.append({"device": key[0], "run": key[1], "seq": marks[key].acked})
         result.changed = bool(result.inserted or result.retimed or evicted)
         if self.wal_bytes() > 2 * self.wal_limit:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except sqlite3.Error as error:   # committed already: the next commit's checkpoint tries again
+                log.warning("checkpoint after a commit failed (%s); the commit is kept", error)
         return result
 
     def _conflicts(self, copies: list[dict]) -> list[DeadLetter]:
