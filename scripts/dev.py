@@ -336,7 +336,8 @@ def start_scenario(options, follower, root: Path, received_db: Path, say=print):
         if result.returncode != 0:
             say(f"    -- scenario: `localgg fault {' '.join(command)}` failed: {result.stderr.strip()}")
         if verb == "core":
-            devrun.wait_for_core(str(PYTHON), venv_env(), root, deadline=time.monotonic() + 120)
+            give_up_at = time.monotonic() + 120
+            devrun.wait_for_core(str(PYTHON), venv_env(), root, given_up=lambda: time.monotonic() >= give_up_at)
 
     def drained() -> bool:
         window_end = scenario.fault_end_wall + devreport.TAIL_S

@@ -55,6 +55,14 @@ class Report:
     lost_keys: list = field(default_factory=list)
 
 
+def batch_readings(payload) -> list:
+    """The readings of one recorded batch (the store's own decoder), [] for what is not a batch."""
+    try:
+        return packer.decode(payload if isinstance(payload, (bytes, str)) else bytes(payload))
+    except (ValueError, TypeError):
+        return []
+
+
 def read_arrivals(db: Path, since: float = 0.0, topic_like: str = "dt/backfill/%/readings") -> list[Arrival]:
     """Every reading in every batch the recorder has (each copy), sampled at or after `since`."""
     if not db.exists():
@@ -64,11 +72,7 @@ def read_arrivals(db: Path, since: float = 0.0, topic_like: str = "dt/backfill/%
                             (topic_like,)).fetchall()
     out = []
     for payload, received_at in rows:
-        try:
-            readings = packer.decode(payload if isinstance(payload, (bytes, str)) else bytes(payload))
-        except (ValueError, TypeError):
-            continue                  # not a batch: not a reading
-        for reading in readings:
+        for reading in batch_readings(payload):
             sampled = reading.get("t_orig", reading.get("t", 0)) / 1000.0
             if sampled >= since:
                 out.append(Arrival((str(reading["run"]), int(reading["seq"])), sampled, float(received_at)))

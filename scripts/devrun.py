@@ -165,19 +165,13 @@ class Follower:
             watch.wait()
 
     def _wait_for_core(self) -> None:
-        while not self.over():
-            if core_pid(self.root) is not None and (self.root / "ipc.socket").exists():
-                result = subprocess.run([self.python, "-m", "localgg", "status", "--root", str(self.root)],
-                                        env=self.env, capture_output=True, timeout=60)
-                if result.returncode == 0:
-                    self.out("    -- the core is back")
-                    return
-            time.sleep(0.5)
+        if wait_for_core(self.python, self.env, self.root, given_up=self.over):
+            self.out("    -- the core is back")
 
 
-def wait_for_core(python: str, env: dict, root: Path, deadline: float) -> bool:
-    """Until the core under root answers `localgg status` (True), or the deadline (False)."""
-    while time.monotonic() < deadline:
+def wait_for_core(python: str, env: dict, root: Path, given_up: Callable[[], bool]) -> bool:
+    """Until the core under root answers `localgg status` (True), or given_up() says so (False)."""
+    while not given_up():
         if core_pid(root) is not None and (root / "ipc.socket").exists():
             result = subprocess.run([python, "-m", "localgg", "status", "--root", str(root)],
                                     env=env, capture_output=True, timeout=60)
@@ -189,18 +183,11 @@ def wait_for_core(python: str, env: dict, root: Path, deadline: float) -> bool:
 
 def cloud_readings(db: Path) -> tuple[set, int]:
     """(the distinct (run, seq) that IoT Core received on the store's topic, batches)."""
+    import devreport
     if not db.exists():
         return set(), 0
     with sqlite3.connect(db) as conn:
         payloads = [row[0] for row in conn.execute("SELECT payload FROM messages WHERE topic LIKE 'dt/backfill/%'")]
-    keys = set()
-    for payload in payloads:
-        try:
-            batch = json.loads(payload)
-            common = batch.get("common") or {}
-            for row in batch["rows"]:
-                reading = {**common, **dict(zip(batch["fields"], row))}
-                keys.add((reading["run"], reading["seq"]))
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue
+    keys = {(reading["run"], reading["seq"]) for payload in payloads
+            for reading in devreport.batch_readings(payload) if "run" in reading and "seq" in reading}
     return keys, len(payloads)

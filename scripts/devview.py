@@ -152,24 +152,11 @@ class CloudCount:
                                 "ORDER BY id", (self.last_id,)).fetchall()
         for row_id, payload in rows:
             self.last_id = row_id
-            try:
-                readings = devreport.packer.decode(payload if isinstance(payload, (bytes, str)) else bytes(payload))
-            except (ValueError, TypeError):
-                continue
-            for reading in readings:
+            for reading in devreport.batch_readings(payload):
                 if reading.get("t", 0) / 1000 >= self.since:
                     self.keys.add((str(reading["run"]), int(reading["seq"])))
                     self.copies += 1
         return len(self.keys), self.copies
-
-
-def newest_timestamp(metadata) -> Optional[float]:
-    """The newest `timestamp` in a shadow's metadata subtree (when that part was last reported)."""
-    if not isinstance(metadata, dict):
-        return None
-    found = [metadata["timestamp"]] if isinstance(metadata.get("timestamp"), (int, float)) else []
-    found += [t for t in (newest_timestamp(v) for k, v in metadata.items() if k != "timestamp") if t is not None]
-    return max(found) if found else None
 
 
 def store_state(root: Path) -> tuple[Optional[int], dict]:
@@ -243,7 +230,7 @@ class Poller(threading.Thread):
                 refused[f"{section}.{key}"] = reason
         new = sorted(set(refused) - set(self.view.state.refused))
         store = reported.get("store") if isinstance(reported.get("store"), dict) else None
-        stamps = newest_timestamp(((doc.get("metadata") or {}).get("reported") or {}).get("store")) if ok else None
+        stamps = shadow_client.newest(((doc.get("metadata") or {}).get("reported") or {}).get("store")) if ok else None
         self.view.update(shadow=store, shadow_at=stamps, refused=refused)
         for key in new:
             self.view.event(f"refused setting {key}: {refused[key]}")

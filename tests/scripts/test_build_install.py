@@ -122,6 +122,16 @@ def record_line(path, data):
     return f"{path},sha256={digest},{len(data)}"
 
 
+def write_recorded_wheel(wheel, files):
+    """A wheel of exactly `files` (path -> bytes) with a RECORD that lists each, as pip writes it."""
+    dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
+    record = [record_line(path, data) for path, data in files.items()] + [f"{dist_info}/RECORD,,"]
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+        archive.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
+
+
 def test_a_path_out_of_the_environment_is_refused(artifact, tmp_path):
     evil = artifact / "wheels" / "tinyevil-1.0-py3-none-any.whl"
     body = b"print('outside')\n"
@@ -139,11 +149,7 @@ def test_wheel_data_goes_to_its_scheme_and_scripts_get_the_venvs_python(artifact
     files = {"tinytool/__init__.py": b"X = 1\n",
              "tinytool-1.0.data/purelib/tinytool_extra.py": b"Y = 2\n",
              "tinytool-1.0.data/scripts/tinytool": b"#!python\nimport tinytool_extra; print(tinytool_extra.Y)\n"}
-    record = [record_line(path, data) for path, data in files.items()] + ["tinytool-1.0.dist-info/RECORD,,"]
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-        archive.writestr("tinytool-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+    write_recorded_wheel(wheel, files)
     write_manifest(artifact, [wheel.name])
     venv = tmp_path / "venv"
     result, _ = install(artifact, venv)
@@ -196,11 +202,7 @@ def test_the_fingerprint_ignores_the_pythons_patch_level_and_build(artifact, tmp
 def test_a_wheel_file_on_the_venvs_python_link_is_refused(artifact, tmp_path):
     wheel = artifact / "wheels" / "tinyshadow-1.0-py3-none-any.whl"
     files = {"tinyshadow/__init__.py": b"", "tinyshadow-1.0.data/scripts/python": b"#!/bin/sh\necho owned\n"}
-    record = [record_line(path, data) for path, data in files.items()] + ["tinyshadow-1.0.dist-info/RECORD,,"]
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-        archive.writestr("tinyshadow-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+    write_recorded_wheel(wheel, files)
     write_manifest(artifact, [wheel.name])
     system_python = os.path.realpath(sys.executable)
     before = hashlib.sha256(open(system_python, "rb").read()).hexdigest()

@@ -18,6 +18,7 @@ from build_testkit import load_script
 from conftest import short_tmp, wait_for
 from test_dev_run import left_behind
 from store_and_forward import packer
+from localgg.cloud import shadow_client
 
 devview = load_script("devview")
 load_script("devreport")
@@ -77,7 +78,7 @@ def test_render_shows_the_stores_counters_the_cloud_and_the_shadow():
 
 def test_the_shadows_metadata_says_when_the_store_last_reported():
     metadata = {"link": {"timestamp": 5}, "backlog": {"count": {"timestamp": 9}, "bytes": {"timestamp": 7}}}
-    assert devview.newest_timestamp(metadata) == 9 and devview.newest_timestamp(None) is None
+    assert shadow_client.newest(metadata) == 9 and shadow_client.newest(None) is None
 
 
 def test_the_store_and_the_recorder_are_read_from_their_sqlite_files(tmp_path):
