@@ -28,6 +28,27 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
 
 _TEMP_DIRS: list[Path] = []
 
+# As on a device: systemd's PATH (greengrass.service has no other), so the components' `python3` is
+# the system's, and every non-privileged step as the nucleus's default user (ggc_user:ggc_group when
+# the core runs as root), whatever breaks (runwith.py: LOCALGG_RUN_AS=default).
+DEVICE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LOCALGG_RUN_AS": "default"}
+
+
+def component_user() -> str:
+    """Who runs the components of a core started here as a device would: ggc_user under root."""
+    import os
+    import pwd
+    return "ggc_user" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+
+def process_user(pid: int) -> str:
+    """The user a process runs as (its real uid)."""
+    import pwd
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return pwd.getpwuid(int(line.split()[1])).pw_name
+    raise AssertionError(f"no Uid in /proc/{pid}/status")
+
 
 def short_tmp(prefix: str) -> Path:
     """A temporary directory with a short path (Unix socket paths are limited to 107 bytes),

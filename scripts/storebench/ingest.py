@@ -3,13 +3,16 @@ per-row-commit baseline.
 
     ours = ingest_store(work, readings, synchronous="NORMAL")   # Forwarder.on_reading + group commits
     base = ingest_per_row(work, readings, max_seconds=5)        # the rIoT blog's way
+    queue = ingest_ack_queue(work, readings, max_seconds=5)     # persist-queue's SQLiteAckQueue
 
 Ours: the Forwarder (schema check, queue, group commit every `commit_every` readings or
 `commit_interval_ms`, watermark, acknowledgement to a port) over the Store in WAL mode,
 the component's default settings, each reading a dict as the IPC client hands it over;
 the clock stops after the last commit. Baseline: for each reading, connect, INSERT its
 Python repr into sensor_data, commit, close (Python's sqlite3 defaults: rollback journal,
-synchronous FULL), as the rIoT blog's brick does; no validation.
+synchronous FULL), as the rIoT blog's brick does; no validation. persist-queue: its
+SQLiteAckQueue (the store-and-forward queue Python tutorials reach for) with its defaults
+(auto_commit: a commit per put, pickled items), one put per reading; no validation.
 """
 
 from __future__ import annotations
@@ -91,3 +94,21 @@ def ingest_per_row(work: Path, readings: list[dict], max_seconds: float) -> Inge
         if time.perf_counter() - started >= max_seconds:
             break
     return IngestResult(done, time.perf_counter() - started)
+
+
+def ingest_ack_queue(work: Path, readings: list[dict], max_seconds: float) -> IngestResult:
+    """persist-queue's SQLiteAckQueue as its README shows it: a put per reading (a commit each)."""
+    import persistqueue
+    work.mkdir(parents=True, exist_ok=True)
+    queue = persistqueue.SQLiteAckQueue(str(work / "ackqueue"), auto_commit=True)
+    done = 0
+    started = time.perf_counter()
+    for reading in readings:
+        queue.put(dict(reading))
+        done += 1
+        if time.perf_counter() - started >= max_seconds:
+            break
+    elapsed = time.perf_counter() - started
+    if queue.size != done:
+        raise RuntimeError(f"SQLiteAckQueue holds {queue.size} of {done} readings put")
+    return IngestResult(done, elapsed)

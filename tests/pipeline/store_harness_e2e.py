@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-from conftest import wait_for
+from conftest import DEVICE_ENV, wait_for
 from pipeline_harness import BUNDLE, CORRECTION, SENSOR, STORE, THING, built
 from store_and_forward import packer
 
@@ -217,9 +217,16 @@ def effective(copies: list[dict]) -> dict:
 
 
 class World:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, as_device: bool = False) -> None:
+        """as_device: the components run as ggc_user:ggc_group (as a nucleus installed as root runs
+        them) with the system's python3 first on the core's PATH, as on a Pi; otherwise as the
+        user running the tests, with the project's Python."""
         self.base, self.cloud_dir, self.root = base, base / "cloud", base / "gg"
-        self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        if as_device:
+            os.chmod(base, 0o755)                 # the nucleus's root is reachable (/greengrass/v2 is 755)
+            self.env = dict(os.environ, **DEVICE_ENV)
+        else:
+            self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
         self.procs: list[subprocess.Popen] = []
         self.local: Optional[LocalWatch] = None
         self.cloud: Optional[CloudLog] = None

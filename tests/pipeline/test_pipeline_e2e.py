@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from backfill_common import contracts
-from conftest import CoreThread, short_tmp, wait_for
+from conftest import DEVICE_ENV, CoreThread, component_user, process_user, short_tmp, wait_for
 from pipeline_harness import (CORRECTION, SENSOR, Acknowledger, Observer, component_pids, deploy, log_tail,
                               nucleus_setup)
 
@@ -28,7 +29,11 @@ SIMULATED = {"bus": "simulated", "cpu_source": "simulated", "interval_s": 0.25, 
 
 @pytest.fixture(scope="module")
 def pipeline():
-    core = CoreThread(short_tmp("bfp-") / "gg", nucleus_setup())
+    saved = {key: os.environ.get(key) for key in DEVICE_ENV}
+    os.environ.update(DEVICE_ENV)                # as ggc_user, with the system's python3 (issue 17)
+    base = short_tmp("bfp-")
+    os.chmod(base, 0o755)
+    core = CoreThread(base / "gg", nucleus_setup())
     try:
         observer = Observer(core).watch(RAW).watch(CORRECTED)
         acknowledger = Acknowledger(observer)      # stands in for the store
@@ -37,6 +42,8 @@ def pipeline():
         acknowledger.stop()
     finally:
         core.close()
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 def by_key(readings: list[dict]) -> dict[tuple[str, int], dict]:
@@ -70,6 +77,13 @@ def expected_cpu_factor(raw_stream: list[dict], reading: dict, factor: float, wi
     avg = sum(cpus) / len(cpus)
     raw = reading["temperature_raw"]
     return raw - (avg - raw) / factor
+
+
+def test_the_components_run_as_the_component_user(pipeline):
+    core, _, _ = pipeline
+    for name in (SENSOR, CORRECTION):
+        pids = component_pids(core, name)
+        assert pids and {process_user(pid) for pid in pids} == {component_user()}, (name, pids)
 
 
 def test_shadow_desired_state_changes_interval_and_factor_live(pipeline):
@@ -136,3 +150,26 @@ def test_absent_chip_reports_errors_and_keeps_running(pipeline):
     for reading in errors()[:3]:
         assert reading["correction"] == "none" and reading["temperature"] is None
         assert contracts.check("reading-corrected", reading) == []
+
+
+def test_an_i2c_device_the_component_user_may_not_open_is_named_with_the_fix(pipeline, tmp_path):
+    """/dev/i2c-N is root:i2c 0660 on Raspberry Pi OS: a ggc_user outside the i2c group gets
+    EACCES, which root never does. The sensor keeps running, reports init_failed readings and
+    logs the device and the remedy."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a device node only root may open (CI runs as root)")
+    core, observer, _ = pipeline
+    device = Path("/dev/i2c-97")
+    device.write_bytes(b"")
+    os.chmod(device, 0o660)                      # root:root, not the i2c group ggc_user would be in
+    try:
+        deploy(core, {SENSOR: "1.0.0"}, {SENSOR: {"MERGE": {"bus": "i2c", "i2c_bus": 97}, "RESET": ["/scenario"]}})
+        failed = lambda: [r for r in observer.got(CORRECTED) if r["status"] == "init_failed"]  # noqa: E731
+        wait_for(lambda: len(failed()) >= 3, 60, message="init_failed readings")
+        assert core.kernel.state_of(SENSOR) == "RUNNING"
+        log = core.kernel.root / "logs" / f"{SENSOR}.log"
+        wait_for(lambda: "cannot open /dev/i2c-97: [Errno 13] Permission denied" in log.read_text(errors="replace"),
+                 30, message="the reason in the sensor's log")
+        assert "is the component's user in the i2c group?" in log.read_text(errors="replace")
+    finally:
+        device.unlink()

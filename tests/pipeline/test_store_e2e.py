@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import random
 import shutil
 import time
@@ -42,7 +43,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backfill_common import contracts
-from conftest import short_tmp, wait_for
+from conftest import component_user, process_user, short_tmp, wait_for
 from pipeline_harness import CORRECTION, REPO, SENSOR, STORE
 from store_harness_e2e import CORRECTED, FAST_MQTT, SHADOW_DOCUMENTS, THING, World, effective, summarize
 
@@ -75,7 +76,7 @@ STOP_TAIL_GAP_KNOWN = False
 @pytest.fixture(scope="module")
 def world():
     base = short_tmp("bfs-")
-    w = World(base)
+    w = World(base, as_device=True)              # as ggc_user, with the system's python3 (issue 17)
     try:
         w.deploy(fast_deployment())
         w.wait_flowing()
@@ -143,6 +144,27 @@ def shadow_backlogs(docs: list) -> list[tuple[int, int]]:
         if count is not None:
             out.append((int(current.get("version", 0)), int(count)))
     return out
+
+
+# -- as the component user -----------------------------------------------------------------------
+
+def test_0_the_components_run_as_the_component_user_and_own_their_files(world, window):
+    """As a nucleus installed as root runs them: ggc_user, the system's python3, the store's
+    database and the sensor's journal in work folders that user owns and nobody else can read."""
+    user = component_user()
+    for name in (SENSOR, CORRECTION, STORE):
+        pids = world.pids(name)
+        assert pids and {process_user(pid) for pid in pids} == {user}, (name, pids)
+    runtime = world.root / "work" / "io.backfill.Runtime"
+    venv_python = os.path.realpath(next(runtime.glob("venv-*")) / "bin" / "python")
+    assert venv_python.startswith("/usr/bin/python3"), venv_python
+    for folder in (SENSOR, STORE):
+        work = world.root / "work" / folder
+        files = [work, *work.iterdir()]
+        assert len(files) > 1 and (folder != STORE or work / "store.db" in files), files   # the journal, the database
+        assert not work.stat().st_mode & 0o077, oct(work.stat().st_mode)    # private, as on the nucleus
+        for path in files:
+            assert pwd.getpwuid(path.stat().st_uid).pw_name == user, path
 
 
 # -- (a) ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROWS_PER_PART = {"ingest": 2, "footprint": 4, "drain": 7, "slow-link": 2, "flood": 3, "startup": 1}
+ROWS_PER_PART = {"ingest": 3, "footprint": 4, "drain": 7, "slow-link": 2, "flood": 3, "startup": 1}
 HEADER = ["part", "measure", "ours", "naive/baseline", "ratio", "aim", "verdict"]
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( ?[a-zA-Z%]+)?$")
 

@@ -20,12 +20,19 @@ REPO = Path(__file__).resolve().parents[2]
 DEV = [sys.executable, str(REPO / "scripts" / "dev.py"), "run"]
 
 
+def default_sigint() -> None:
+    """Ctrl-C reaches dev.py as it does from a terminal, even when these tests were started where
+    SIGINT is ignored (a shell's `cmd &` ignores it, and children inherit that: Python then
+    never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Job:
     """dev.py run in its own session, its output collected line by line."""
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen([*DEV, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+                                     text=True, start_new_session=True, preexec_fn=default_sigint)
         self.lines: list[str] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
