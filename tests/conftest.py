@@ -34,6 +34,13 @@ _TEMP_DIRS: list[Path] = []
 DEVICE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LOCALGG_RUN_AS": "default"}
 
 
+def device_tmp(prefix: str) -> Path:
+    """short_tmp for a core run as a device would: reachable by the component user (/greengrass/v2 is 755)."""
+    path = short_tmp(prefix)
+    path.chmod(0o755)
+    return path
+
+
 def component_user() -> str:
     """Who runs the components of a core started here as a device would: ggc_user under root."""
     import os

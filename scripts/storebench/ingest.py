@@ -97,7 +97,7 @@ def ingest_per_row(work: Path, readings: list[dict], max_seconds: float) -> Inge
 
 
 def ingest_ack_queue(work: Path, readings: list[dict], max_seconds: float) -> IngestResult:
-    """persist-queue's SQLiteAckQueue as its README shows it: a put per reading (a commit each)."""
+    """persist-queue's SQLiteAckQueue with its defaults: a put per reading (a commit each)."""
     import persistqueue
     work.mkdir(parents=True, exist_ok=True)
     queue = persistqueue.SQLiteAckQueue(str(work / "ackqueue"), auto_commit=True)

@@ -222,8 +222,7 @@ class World:
         them) with the system's python3 first on the core's PATH, as on a Pi; otherwise as the
         user running the tests, with the project's Python."""
         self.base, self.cloud_dir, self.root = base, base / "cloud", base / "gg"
-        if as_device:
-            os.chmod(base, 0o755)                 # the nucleus's root is reachable (/greengrass/v2 is 755)
+        if as_device:                             # base: conftest.device_tmp, reachable by that user
             self.env = dict(os.environ, **DEVICE_ENV)
         else:
             self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from backfill_common import contracts
-from conftest import DEVICE_ENV, CoreThread, component_user, process_user, short_tmp, wait_for
+from conftest import DEVICE_ENV, CoreThread, component_user, device_tmp, process_user, wait_for
 from pipeline_harness import (CORRECTION, SENSOR, Acknowledger, Observer, component_pids, deploy, log_tail,
                               nucleus_setup)
 
@@ -29,21 +29,18 @@ SIMULATED = {"bus": "simulated", "cpu_source": "simulated", "interval_s": 0.25, 
 
 @pytest.fixture(scope="module")
 def pipeline():
-    saved = {key: os.environ.get(key) for key in DEVICE_ENV}
-    os.environ.update(DEVICE_ENV)                # as ggc_user, with the system's python3 (issue 17)
-    base = short_tmp("bfp-")
-    os.chmod(base, 0o755)
-    core = CoreThread(base / "gg", nucleus_setup())
-    try:
-        observer = Observer(core).watch(RAW).watch(CORRECTED)
-        acknowledger = Acknowledger(observer)      # stands in for the store
-        deploy(core, {SENSOR: "1.0.0", CORRECTION: "1.0.0"}, {SENSOR: {"MERGE": SIMULATED}})
-        yield core, observer, acknowledger
-        acknowledger.stop()
-    finally:
-        core.close()
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in DEVICE_ENV.items():   # as ggc_user, with the system's python3 (issue 17)
+            env.setenv(key, value)
+        core = CoreThread(device_tmp("bfp-") / "gg", nucleus_setup())
+        try:
+            observer = Observer(core).watch(RAW).watch(CORRECTED)
+            acknowledger = Acknowledger(observer)      # stands in for the store
+            deploy(core, {SENSOR: "1.0.0", CORRECTION: "1.0.0"}, {SENSOR: {"MERGE": SIMULATED}})
+            yield core, observer, acknowledger
+            acknowledger.stop()
+        finally:
+            core.close()
 
 
 def by_key(readings: list[dict]) -> dict[tuple[str, int], dict]:
@@ -152,7 +149,7 @@ def test_absent_chip_reports_errors_and_keeps_running(pipeline):
         assert contracts.check("reading-corrected", reading) == []
 
 
-def test_an_i2c_device_the_component_user_may_not_open_is_named_with_the_fix(pipeline, tmp_path):
+def test_an_i2c_device_the_component_user_may_not_open_is_named_with_the_fix(pipeline):
     """/dev/i2c-N is root:i2c 0660 on Raspberry Pi OS: a ggc_user outside the i2c group gets
     EACCES, which root never does. The sensor keeps running, reports init_failed readings and
     logs the device and the remedy."""

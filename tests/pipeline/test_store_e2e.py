@@ -43,7 +43,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backfill_common import contracts
-from conftest import component_user, process_user, short_tmp, wait_for
+from conftest import component_user, device_tmp, process_user, wait_for
 from pipeline_harness import CORRECTION, REPO, SENSOR, STORE
 from store_harness_e2e import CORRECTED, FAST_MQTT, SHADOW_DOCUMENTS, THING, World, effective, summarize
 
@@ -75,7 +75,7 @@ STOP_TAIL_GAP_KNOWN = False
 
 @pytest.fixture(scope="module")
 def world():
-    base = short_tmp("bfs-")
+    base = device_tmp("bfs-")
     w = World(base, as_device=True)              # as ggc_user, with the system's python3 (issue 17)
     try:
         w.deploy(fast_deployment())
