@@ -305,9 +305,30 @@ class World:
                         "--artifactDir", str(artifacts), *merges, "--update-config", json.dumps(config),
                         "--wait", str(int(timeout)), timeout=timeout + 30)
 
-    def configure(self, component: str, merge: dict) -> None:
-        """A deployment that changes one component's configuration (applied live, no restart)."""
+    def configure(self, component: str, merge: dict, timeout: float = 30) -> None:
+        """A deployment that changes one component's configuration (applied live, no restart),
+        then waits until the component has it in effect: its last good settings (settings.json
+        in its work folder) hold every merged value. A setting the component refused (a value
+        out of range, or at odds with another key) fails here with the component's reason, not
+        later as a test that ran under settings other than the ones it set."""
         self.deploy({component: {"MERGE": merge}})
+        path = self.root / "work" / component / "settings.json"
+        if not path.exists():                 # a component without followed settings
+            return
+
+        def differing() -> dict:
+            try:
+                effective = json.loads(path.read_text())
+            except (OSError, ValueError):    # being replaced: read it again
+                return {key: "?" for key in merge}
+            return {key: effective.get(key) for key, value in merge.items() if effective.get(key) != value}
+        try:
+            wait_for(lambda: not differing(), timeout, interval=0.1, message=f"{component} to apply {merge}")
+        except AssertionError as error:
+            log = self.root / "logs" / f"{component}.log"
+            refused = [line for line in log.read_text(errors="replace").splitlines() if "refused" in line]
+            raise AssertionError(f"{error}: in effect {differing()}; the component said: "
+                                 f"{refused[-3:] or 'nothing about it'}") from None
 
     def pids(self, name: str) -> set[int]:
         """The processes the core runs for a component (their working directory is its work folder)."""

@@ -64,8 +64,9 @@ def fast_deployment() -> dict:
 HOURS_3_MS = 3 * 3600 * 1000
 # a backlog that takes seconds to drain: ~60 readings a batch, one batch every 2 s (the store's
 # own rate plan; a slow link would also starve the core's keep-alives and the shadow's sync)
-DRAIN_SLOWLY = {"max_payload_bytes": 4096, "max_publishes_per_s": 0.5}
-DRAIN_FAST = {"max_payload_bytes": 131072, "max_publishes_per_s": 20}
+# (a billing unit may not exceed a batch, so it shrinks with it: the store refuses the pair otherwise)
+DRAIN_SLOWLY = {"max_payload_bytes": 4096, "billing_unit_bytes": 4096, "max_publishes_per_s": 0.5}
+DRAIN_FAST = {"max_payload_bytes": 131072, "billing_unit_bytes": 5120, "max_publishes_per_s": 20}
 SEED = int(os.environ.get("BACKFILL_E2E_SEED", random.randrange(1 << 30)))
 # The sensor journals what it holds unacknowledged and publishes it again when it starts, so
 # a core stop loses none of it. Set to True to see the unacknowledged tails as an xfail (how

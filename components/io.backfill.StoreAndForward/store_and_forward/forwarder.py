@@ -144,6 +144,7 @@ class Forwarder:
         self.ledger: Optional[Ledger] = None
         self._more = False
         self._dead_flight: Optional[tuple] = None       # (letter id, key, payload, sent ms): one at a time
+        self._dead_gone: Optional[int] = None           # a letter IoT Core has that the disk kept us from deleting
         self._dead_at = 0
         self.settings: dict = {}
         self.configure(settings)
@@ -276,16 +277,20 @@ class Forwarder:
 
     def commit(self, now: Optional[int] = None) -> bool:
         """Group commit of what is waiting, then its acknowledgements. False if the disk
-        refused it (kept in memory, retried)."""
+        refused it (kept in memory, retried); what a one-by-one commit stored before the disk
+        or the file failed is acknowledged and forwarded all the same."""
         now = self.clock.mono_ms() if now is None else now
         if not self._pending and not self._dead:
             return True
+        arrived = self._pending_since if self._pending_since is not None else now
         try:
             result = self._commit_or_isolate()
         except sqlite3.DatabaseError as error:      # corruption: the others were isolated
+            self._landed(getattr(error, "partial", None), arrived)
             self._corrupt(error)           # kept in memory: committed to the new database next tick
             return False
         except DiskFull as error:
+            self._landed(getattr(error, "partial", None), arrived)
             self.store.add_counts(storage_errors=1)
             self.problems.add("storage", f"could not write the database ({error}); "
                               "keeping readings in memory, not acknowledging them; retrying")
@@ -295,9 +300,17 @@ class Forwarder:
         if self.disk_full:
             log.info("the database is writable again")
         self.disk_full = False
-        arrived = self._pending_since if self._pending_since is not None else now
         self._pending, self._dead, self._pending_since = [], [], None
-        self._publish_acks(result.acks)
+        self._landed(result, arrived)
+        return True
+
+    def _landed(self, result: Optional[CommitResult], arrived: int) -> None:
+        """What a commit stored: its acknowledgements (the newest per run), the planner told
+        of new rows, re-timed runs' batches forgotten, the storage bound noted."""
+        if result is None:
+            return
+        newest = {(ack["device"], ack["run"]): ack for ack in result.acks}     # in commit order
+        self._publish_acks(list(newest.values()))
         if result.inserted:
             self.plan.committed(arrived)
         if result.retimed_runs:
@@ -313,7 +326,6 @@ class Forwarder:
             self._rewind()          # rows in flight may be gone: the in-flight count overstates what is sent
         else:
             self.evicting = False
-        return True
 
     def _publish_acks(self, acks: list[dict]) -> None:
         for ack in acks:
@@ -324,7 +336,8 @@ class Forwarder:
 
     def _try_commit(self, readings: list, dead: list) -> CommitResult | BaseException:
         """store.commit, or the error of a message the database cannot take. The disk (DiskFull,
-        or a storage error raised outside the store's transaction) and corruption propagate."""
+        or any SQLite error that is not the message's own: locked, busy, interrupted...) and
+        corruption propagate."""
         try:
             return self.store.commit(readings, dead)
         except sqlite3.DatabaseError as error:
@@ -333,7 +346,7 @@ class Forwarder:
             failure: BaseException = error
         except (sqlite3.Error, OverflowError, ValueError, TypeError) as error:
             failure = error
-        if isinstance(failure, sqlite3.Error) and store_module.is_storage_error(failure):
+        if not store_module.is_message_error(failure):     # the database, not this message: retried
             raise DiskFull(str(failure)) from failure
         return failure
 
@@ -381,10 +394,10 @@ class Forwarder:
                         self._try_commit([], [DeadLetter(letter.topic, letter.raw, letter.reason)])):
                     self.store.add_counts(dead_dropped=1)
                 self._dead.pop(0)
+        except (DiskFull, sqlite3.DatabaseError) as error:
+            error.partial = total          # what landed before it: commit() acknowledges and forwards it
+            raise
         finally:
-            newest = {(ack["device"], ack["run"]): ack for ack in total.acks}     # in commit order
-            total.acks = []
-            self._publish_acks(list(newest.values()))
             if total.changed:
                 self.plan.changed()
         return total
@@ -415,7 +428,7 @@ class Forwarder:
         # first: whatever set_aside meets, no old batch may confirm (delete) rows of the new file
         self.ledger.forget(lambda entry: True)
         self._undeleted.clear()            # row ids of the old file
-        self._dead_flight = None
+        self._dead_flight = self._dead_gone = None
         self.plan = Planner(self.settings["max_latency_ms"], self.commit_wait_ms, stored=True, now=self.clock.mono_ms())
         self._state = None                 # report it at once
         path = self.store.set_aside(str(error), min_id=min_id)
@@ -432,8 +445,8 @@ class Forwarder:
             except (ValueError, AttributeError, UnicodeDecodeError):
                 return
             if self._dead_flight is not None and key == self._dead_flight[1]:
-                self.store.forwarded_dead_letter(self._dead_flight[0])
-                self._dead_flight = None
+                self._dead_gone, self._dead_flight = self._dead_flight[0], None
+                self._forget_dead(now)
             return
         if mode == "echo" and topic == self.topic:
             doc = packer.batch_of(payload)
@@ -610,6 +623,8 @@ class Forwarder:
         spooled = self.settings["confirm"] == "spooled"
         if now < self._dead_at or now < self._retry_at:
             return
+        if self._dead_gone is not None and not self._forget_dead(now):
+            return                         # not sent again: IoT Core has it
         if not spooled and (self.dead_topic not in self._subscribed or self.ledger.link != ONLINE):
             return
         flight = self._dead_flight
@@ -631,9 +646,22 @@ class Forwarder:
         self.rate.take(now, nbytes)
         self._dead_at = now + DEAD_EVERY_MS
         if spooled:
-            self.store.forwarded_dead_letter(letter_id)
+            self._dead_gone = letter_id
+            self._forget_dead(now)
         else:
             self._dead_flight = (letter_id, key, payload, now)
+
+    def _forget_dead(self, now: int) -> bool:
+        """Delete the dead letter IoT Core has (`_dead_gone`); if the disk refuses, it is
+        tried again in DISK_RETRY_MS and nothing else is sent meanwhile (not a copy of it)."""
+        try:
+            self.store.forwarded_dead_letter(self._dead_gone)
+        except (DiskFull, sqlite3.OperationalError) as error:
+            self.problems.add("storage", f"could not delete a forwarded dead letter ({error}); retrying")
+            self._dead_at = now + DISK_RETRY_MS
+            return False
+        self._dead_gone = None
+        return True
 
     def _publish(self, payload: bytes, now: int, topic: Optional[str] = None) -> bool:
         try:

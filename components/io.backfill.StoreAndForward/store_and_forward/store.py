@@ -129,6 +129,25 @@ def is_storage_error(error: BaseException) -> bool:
     return any(s in text for s in ("disk is full", "disk i/o", "unable to open", "readonly", "locked"))
 
 
+MESSAGE_CODES = (18, 19, 20, 25)   # SQLITE_TOOBIG, _CONSTRAINT, _MISMATCH, _RANGE (names from Python 3.11)
+
+
+def is_message_error(error: BaseException) -> bool:
+    """An error one message's content causes (a value SQLite cannot take): only these make a
+    reading a dead letter. Anything else SQLite raises that is not corruption (locked, busy,
+    interrupted, a permission, a closed database, the disk) says nothing about the message:
+    the commit is kept in memory and tried again."""
+    if not isinstance(error, sqlite3.Error):
+        return isinstance(error, (OverflowError, ValueError, TypeError))
+    if isinstance(error, sqlite3.InterfaceError):      # a parameter it cannot bind
+        return True
+    code = getattr(error, "sqlite_errorcode", None)    # Python 3.11+
+    if code is not None:
+        return code & 0xFF in MESSAGE_CODES
+    text = str(error).lower()
+    return any(s in text for s in ("too big", "datatype mismatch", "constraint failed"))
+
+
 def is_corruption(error: BaseException) -> bool:
     """SQLITE_CORRUPT or SQLITE_NOTADB: the file is damaged, not full and not our SQL."""
     code = getattr(error, "sqlite_errorcode", None)
@@ -341,7 +360,8 @@ class Store:
 
     def commit(self, readings: list[dict], dead: Iterable[DeadLetter] = ()) -> CommitResult:
         """Store valid readings (dicts after the contract check, numbers as ints) and dead
-        letters in one transaction. Raises DiskFull (nothing kept; state unchanged)."""
+        letters in one transaction. Raises DiskFull (nothing kept; state unchanged) for every
+        SQLite error but corruption and a message's own (is_message_error), which propagate."""
         dead = list(dead)
         result = CommitResult()
         marks: dict[tuple, Watermark] = {}
@@ -358,49 +378,49 @@ class Store:
                 retimer_before[key] = self.retimer.state(key)
             return marks[key]
 
-        if self._dirty_marks:
-            for key in list(self._marks):
-                mark_of(key)
-        room = self._room(len(readings))
-        copies: list[dict] = []
-        for reading in readings:
-            key = (reading["device"], reading["run"])
-            seq = reading["seq"]
-            mark = mark_of(key)
-            if "held_from" in reading:
-                held[key] = max(held.get(key, -1), reading["held_from"])
-            if mark.has(seq):
-                result.duplicates += 1
-                copies.append(reading)
-                continue
-            mark.add(seq)
-            if room is not None and room <= 0:
-                result.rejected += 1
-                continue
-            if room is not None:
-                room -= 1
-            decision = self.retimer.observe(key, seq, reading["t"], reading["mono"])
-            if decision.step is not None:
-                stepped[key] = decision.step
-            records.append({"device": key[0], "run": key[1], "seq": seq, "t": decision.t,
-                            "mono": reading["mono"], "t_orig": decision.t_orig, "body": body_of(reading)})
-            if decision.t_orig is not None:
-                result.retimed += 1
-        conflicts = self._conflicts(copies)
-        result.duplicates -= len(conflicts)
-        dead += conflicts
-        for letter in dead:
-            if letter.identity is not None:
-                device, run, seq = letter.identity
-                mark_of((device, run)).add(seq)
-        given_up = {}
-        for key, held_from in held.items():
-            gap = marks[key].give_up_below(held_from)
-            if gap:
-                given_up[key] = gap
-                result.given_up += gap
         stale_before = dict(self._stale)
-        try:
+        try:             # from here, whatever fails leaves the memory as it was
+            if self._dirty_marks:
+                for key in list(self._marks):
+                    mark_of(key)
+            room = self._room(len(readings))
+            copies: list[dict] = []
+            for reading in readings:
+                key = (reading["device"], reading["run"])
+                seq = reading["seq"]
+                mark = mark_of(key)
+                if "held_from" in reading:
+                    held[key] = max(held.get(key, -1), reading["held_from"])
+                if mark.has(seq):
+                    result.duplicates += 1
+                    copies.append(reading)
+                    continue
+                mark.add(seq)
+                if room is not None and room <= 0:
+                    result.rejected += 1
+                    continue
+                if room is not None:
+                    room -= 1
+                decision = self.retimer.observe(key, seq, reading["t"], reading["mono"])
+                if decision.step is not None:
+                    stepped[key] = decision.step
+                records.append({"device": key[0], "run": key[1], "seq": seq, "t": decision.t,
+                                "mono": reading["mono"], "t_orig": decision.t_orig, "body": body_of(reading)})
+                if decision.t_orig is not None:
+                    result.retimed += 1
+            conflicts = self._conflicts(copies)
+            result.duplicates -= len(conflicts)
+            dead += conflicts
+            for letter in dead:
+                if letter.identity is not None:
+                    device, run, seq = letter.identity
+                    mark_of((device, run)).add(seq)
+            given_up = {}
+            for key, held_from in held.items():
+                gap = marks[key].give_up_below(held_from)
+                if gap:
+                    given_up[key] = gap
+                    result.given_up += gap
             with self.db.atomic():
                 before = self.db.conn.total_changes
                 if records:
@@ -437,7 +457,7 @@ class Store:
                 else:
                     self.retimer.load(key, *state)
             self._stale = stale_before
-            if isinstance(error, sqlite3.Error) and is_storage_error(error):
+            if isinstance(error, sqlite3.Error) and not is_corruption(error) and not is_message_error(error):
                 raise DiskFull(str(error)) from error
             raise
         self.counters, self.count = counters, count - evicted

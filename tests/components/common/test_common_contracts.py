@@ -91,3 +91,50 @@ def test_clocks():
     system = SystemClock()
     assert abs(system.wall_ms() - SystemClock().wall_ms()) < 10_000
     assert system.synced() in (True, False) and kernel_clock_synced() == system.synced()
+
+
+def _patterns(node: object):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            else:
+                yield from _patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _patterns(value)
+
+
+PATTERNS = sorted({p for path in contracts.SCHEMAS.glob("*.json") for p in _patterns(json.loads(path.read_text()))})
+END = "(?![\\s\\S])"         # the end of the string, as ECMA-262's $ is; Python's $ also matches before a final \n
+
+
+def test_the_schemas_have_patterns_to_check():
+    assert len(PATTERNS) >= 4, PATTERNS
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_no_pattern_lets_a_trailing_newline_through(pattern):
+    """jsonschema checks a pattern with Python's re.search, where `$` also matches before a
+    final newline: "pi-1\\n" passed the contract while the store's identity check (a full
+    match) refused it, so a dead letter of that run had no identity and froze its
+    acknowledgements (the review of the poison-pill fix)."""
+    from hypothesis import given, settings, strategies as st
+    import jsonschema
+    check = jsonschema.Draft202012Validator({"type": "string", "pattern": pattern})
+    base = pattern[:-len(END)] if pattern.endswith(END) else pattern
+
+    @settings(max_examples=50, deadline=None)
+    @given(st.from_regex(base, fullmatch=True).filter(lambda s: "\n" not in s and s.isprintable()))
+    def refused_with_a_newline(value):
+        assert check.is_valid(value), value
+        for tail in ("\n", "\r\n", "\x00"):
+            assert not check.is_valid(value + tail), repr(value + tail)
+    refused_with_a_newline()
+
+
+def test_a_device_with_a_trailing_newline_fails_the_reading_contract():
+    assert contracts.check("reading-corrected", {**CORRECTED, "device": "pi-1\n"})
+    assert contracts.check("reading-corrected", {**CORRECTED, "run": "0a1b2c3d\n"})
+    assert contracts.check("reading-corrected", {**CORRECTED, "status": "ok\n"})
+    assert contracts.check("reading-corrected", CORRECTED) == []
