@@ -33,7 +33,7 @@ from backfill_common.fastcheck import compile_contract
 from backfill_common.problems import Problems
 
 from . import packer, watermark
-from .ledger import ONLINE, UNKNOWN, InFlight, Ledger
+from .ledger import OFFLINE, ONLINE, UNKNOWN, InFlight, Ledger
 from .rate import RatePlan
 from .planner import Planner, Prepared
 from . import store as store_module
@@ -184,8 +184,9 @@ class Forwarder:
                                 now=self.clock.mono_ms())
         else:
             self.plan.timing(s["max_latency_ms"], self.commit_wait_ms)
-        if switched:        # batches in flight wait for a confirmation that will not come now
+        if switched:        # batches (and a dead letter) in flight wait for a confirmation that will not come now
             self.ledger.forget(lambda entry: True)
+            self._dead_flight = None       # still stored: sent again under the new mode, once
             self._rewind()
 
     def confirm_topic(self) -> Optional[str]:
@@ -297,6 +298,9 @@ class Forwarder:
             self.disk_full = True
             self._disk_retry_at = now + DISK_RETRY_MS
             return False
+        except Exception as error:                 # unforeseen: what landed is still acknowledged
+            self._landed(getattr(error, "partial", None), arrived)
+            raise
         if self.disk_full:
             log.info("the database is writable again")
         self.disk_full = False
@@ -346,7 +350,7 @@ class Forwarder:
             failure: BaseException = error
         except (sqlite3.Error, OverflowError, ValueError, TypeError) as error:
             failure = error
-        if not store_module.is_message_error(failure):     # the database, not this message: retried
+        if store_module.is_storage_error(failure):     # the database, not this message: retried
             raise DiskFull(str(failure)) from failure
         return failure
 
@@ -394,7 +398,7 @@ class Forwarder:
                         self._try_commit([], [DeadLetter(letter.topic, letter.raw, letter.reason)])):
                     self.store.add_counts(dead_dropped=1)
                 self._dead.pop(0)
-        except (DiskFull, sqlite3.DatabaseError) as error:
+        except Exception as error:
             error.partial = total          # what landed before it: commit() acknowledges and forwards it
             raise
         finally:
@@ -490,9 +494,8 @@ class Forwarder:
     def tick(self) -> int:
         """Do what is due; returns the milliseconds until something else will be."""
         now = self.clock.mono_ms()
-        if self._pending_since is not None and now - self._pending_since >= self.commit_wait_ms:
-            if not self.disk_full or now >= self._disk_retry_at:
-                self.commit(now)
+        if self._commit_due(now) and (not self.disk_full or now >= self._disk_retry_at):
+            self.commit(now)
         try:
             self._forward(now)
             self._forward_dead(now)
@@ -506,6 +509,16 @@ class Forwarder:
             self._report(now)
         self._unsendable()
         return self._next_delay(self.clock.mono_ms())
+
+    def _commit_due(self, now: int) -> bool:
+        """What waits in memory is committed after commit_wait_ms, or sooner when a batch is
+        about to go online for the latency deadline: it goes in that batch (one commit and
+        one message where there would be two of each; a commit writes its pages to flash)."""
+        if self._pending_since is None:
+            return False
+        if now - self._pending_since >= self.commit_wait_ms:
+            return True
+        return self.ledger.link != OFFLINE and self.plan.latency_due(now) and self.ledger.wants(now) is not None
 
     def _unsendable(self) -> None:
         """Readings too large for any batch (the planner set them apart): moved to the dead

@@ -33,6 +33,8 @@ from typing import Callable, Iterable, Optional
 
 from . import packer
 
+MARGIN_MS = 1000       # a partial batch leaves this long before max_latency_ms (ticks, the core's queue)
+
 
 @dataclass
 class Prepared:
@@ -95,10 +97,12 @@ class Planner:
         return self.waiting_since is not None and now >= self.deadline()
 
     def deadline(self) -> Optional[int]:
-        """When the oldest unsent row has waited long enough to go in a partial batch."""
+        """When the oldest unsent row has waited long enough to go in a partial batch: a
+        margin (the commit wait, at most MARGIN_MS) before max_latency_ms; what is still in
+        memory then is committed to go with it (the forwarder's _commit_due)."""
         if self.waiting_since is None:
             return None
-        return self.waiting_since + self.max_latency_ms - self.commit_wait_ms
+        return self.waiting_since + self.max_latency_ms - min(self.commit_wait_ms, MARGIN_MS)
 
     def worth_packing(self, now: int, unsent_rows: int, capacity: int) -> bool:
         """Worth a scan: the oldest has waited enough, or a full batch may be there."""

@@ -39,6 +39,9 @@ SUBSCRIBE_RETRY_S = (1, 2, 5, 10, 30, 60)
 # lost confirmation only means the batch is sent again (a duplicate the cloud dedupes).
 CONFIRM_QOS = 0
 INBOX_READINGS = 5_000           # readings queued for the loop at most: beyond, dropped and counted
+# the default commit interval: any max_latency_ms goes with it (the forwarder waits at most
+# max_latency_ms / 2 for a commit whatever the setting)
+COMMIT_FLOOR_MS = 5000
 SETTINGS_FILE = "settings.json"       # the last good settings, beside the database
 ACCESS = {"corrected_topic": [(PUBSUB, SUBSCRIBE)], "ack_topic": [(PUBSUB, PUBLISH)],
           "iot_topic": [(MQTT, PUBLISH_IOT)], "dead_letter_topic": [(MQTT, PUBLISH_IOT)],
@@ -67,10 +70,10 @@ def consistent(s: dict) -> list:
     """The store's settings checked against each other: (keys, why) for each rule broken.
     (A reading too large for max_payload_bytes is dead-lettered when it is packed.)"""
     broken = []
-    if s["commit_interval_ms"] > max(s["max_latency_ms"], 1000):
+    if s["commit_interval_ms"] > max(s["max_latency_ms"], COMMIT_FLOOR_MS):
         broken.append((("commit_interval_ms", "max_latency_ms"),
                        "a reading would wait longer for its group commit than max_latency_ms allows "
-                       "(commit_interval_ms at most max(max_latency_ms, 1000))"))
+                       f"(commit_interval_ms at most max(max_latency_ms, {COMMIT_FLOOR_MS}))"))
     if s["billing_unit_bytes"] > s["max_payload_bytes"]:
         broken.append((("billing_unit_bytes", "max_payload_bytes"),
                        "a billing unit larger than a batch (billing_unit_bytes at most max_payload_bytes)"))

@@ -119,33 +119,26 @@ class CommitResult:
     changed: bool = False          # rows were inserted, deleted or re-timed
 
 
+# SQLITE_PERM, _BUSY, _LOCKED, _NOMEM, _READONLY, _INTERRUPT, _IOERR, _FULL, _CANTOPEN,
+# _PROTOCOL (names from Python 3.11, which also sets sqlite_errorcode; 3.10 gives the text only)
+STORAGE_CODES = (3, 5, 6, 7, 8, 9, 10, 13, 14, 15)
+STORAGE_TEXTS = ("disk is full", "disk i/o", "unable to open", "readonly", "locked", "interrupted",
+                 "out of memory", "permission", "locking protocol", "closed database")
+
+
 def is_storage_error(error: BaseException) -> bool:
-    """SQLITE_FULL, SQLITE_IOERR* and the like: the disk, not our SQL."""
+    """The disk, the file or the database's state (full, I/O, busy, locked, interrupted, a
+    permission, a closed database), not the message being written: what waits is kept in
+    memory and tried again. Any other error but corruption is the message's own (a value
+    SQLite cannot take: too big, a type it cannot bind, a constraint): only that message
+    becomes a dead letter (Forwarder._isolate)."""
+    if not isinstance(error, sqlite3.Error):
+        return False
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN,
-                               sqlite3.SQLITE_READONLY, sqlite3.SQLITE_BUSY)
+        return code & 0xFF in STORAGE_CODES
     text = str(error).lower()
-    return any(s in text for s in ("disk is full", "disk i/o", "unable to open", "readonly", "locked"))
-
-
-MESSAGE_CODES = (18, 19, 20, 25)   # SQLITE_TOOBIG, _CONSTRAINT, _MISMATCH, _RANGE (names from Python 3.11)
-
-
-def is_message_error(error: BaseException) -> bool:
-    """An error one message's content causes (a value SQLite cannot take): only these make a
-    reading a dead letter. Anything else SQLite raises that is not corruption (locked, busy,
-    interrupted, a permission, a closed database, the disk) says nothing about the message:
-    the commit is kept in memory and tried again."""
-    if not isinstance(error, sqlite3.Error):
-        return isinstance(error, (OverflowError, ValueError, TypeError))
-    if isinstance(error, sqlite3.InterfaceError):      # a parameter it cannot bind
-        return True
-    code = getattr(error, "sqlite_errorcode", None)    # Python 3.11+
-    if code is not None:
-        return code & 0xFF in MESSAGE_CODES
-    text = str(error).lower()
-    return any(s in text for s in ("too big", "datatype mismatch", "constraint failed"))
+    return any(s in text for s in STORAGE_TEXTS)
 
 
 def is_corruption(error: BaseException) -> bool:
@@ -174,18 +167,22 @@ def body_of(reading: dict) -> str:
     return json.dumps({k: v for k, v in reading.items() if k not in BODY_SKIP}, separators=(",", ":"))
 
 
-def salvage(path: Path) -> tuple[list[tuple], int]:
-    """(every reading row still readable in a damaged database, the highest id seen there):
-    a range of ids at a time, one by one in a range that fails."""
+READING_COLUMNS = "id, device, run, seq, t, mono, t_orig, body"
+DEAD_COLUMNS = "id, at, topic, reason, size, raw, device, run, seq"
+
+
+def salvage(path: Path, table: str = "readings", columns: str = READING_COLUMNS) -> tuple[list[tuple], int]:
+    """(every row of `table` still readable in a damaged database, the highest id seen
+    there): a range of ids at a time, one by one in a range that fails."""
     rows: list[tuple] = []
     top = 0
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error:
         return rows, top
-    select = "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id >= ? AND id < ?"
+    select = f"SELECT {columns} FROM {table} WHERE id >= ? AND id < ?"
     try:
-        for query in ("SELECT MAX(id) FROM readings", "SELECT seq FROM sqlite_sequence WHERE name = 'readings'"):
+        for query in (f"SELECT MAX(id) FROM {table}", f"SELECT seq FROM sqlite_sequence WHERE name = '{table}'"):
             try:
                 top = max(top, (conn.execute(query).fetchone() or [0])[0] or 0)
             except sqlite3.Error:
@@ -237,8 +234,9 @@ class Store:
 
     def set_aside(self, reason: str, min_id: int = 0) -> Path:
         """The file is damaged: move it (and its WAL) aside with a timestamp, never delete it,
-        and go on in a new database. Every reading that can still be read from it is copied
-        over (with its id); the others stay in the old file, counted in set_aside_readings.
+        and go on in a new database. Every reading and dead letter that can still be read from
+        it is copied over (with its id); the other readings stay in the old file, counted in
+        set_aside_readings, the other dead letters in dead_dropped.
         What this store knew in memory carries over: the counters and each run's watermark
         (its `acked` only: readings it held above a gap are gone with the file, and the sensor
         still holds them). Row ids go on above the old ones and `min_id`."""
@@ -256,10 +254,11 @@ class Store:
             source = Path(str(path) + suffix)
             if source.exists():
                 os.replace(source, Path(str(target) + suffix))
-        counters, given_up, held = dict(self.counters), dict(self._given_up), self.count
+        counters, given_up, held, dead_held = dict(self.counters), dict(self._given_up), self.count, self.dead_count
         marks = {key: Watermark(mark.acked) for key, mark in self._marks.items()}
         self._open()
         rows, top = salvage(target)
+        letters, _ = salvage(target, "dead_letters", DEAD_COLUMNS)   # some were acknowledged readings
         self.counters = counters
         self._marks, self._given_up = marks, given_up
         try:
@@ -271,15 +270,20 @@ class Store:
                 self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
                 self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)",
                                 [max(top, min_id)])
+                self.db.conn.executemany(f"INSERT OR IGNORE INTO dead_letters ({DEAD_COLUMNS}) "
+                                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", letters)
                 self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+                self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
                 self.counters["set_aside"] += 1
                 self.counters["set_aside_readings"] += max(0, held - self.count)
+                self.counters["dead_dropped"] += max(0, dead_held - self.dead_count)
                 for key, mark in self._marks.items():
                     self._save_run(key, mark, self._given_up.get(key, 0))
                 self._save_meta(self.counters, self.count)
         except sqlite3.Error as error:       # the new file could not take it all: saved again later
             log.warning("could not write the new database in full (%s); retrying with the next commits", error)
             self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+            self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
             self._dirty_marks = True
         log.error("the database %s is damaged (%s): moved aside to %s (kept, not deleted); %d of the %d "
                   "readings it held copied to a new database", path, reason, target.name, self.count, held)
@@ -360,8 +364,8 @@ class Store:
 
     def commit(self, readings: list[dict], dead: Iterable[DeadLetter] = ()) -> CommitResult:
         """Store valid readings (dicts after the contract check, numbers as ints) and dead
-        letters in one transaction. Raises DiskFull (nothing kept; state unchanged) for every
-        SQLite error but corruption and a message's own (is_message_error), which propagate."""
+        letters in one transaction. Raises DiskFull (nothing kept; state unchanged) for a
+        storage error (is_storage_error); corruption and a message's own error propagate."""
         dead = list(dead)
         result = CommitResult()
         marks: dict[tuple, Watermark] = {}
@@ -457,7 +461,7 @@ class Store:
                 else:
                     self.retimer.load(key, *state)
             self._stale = stale_before
-            if isinstance(error, sqlite3.Error) and not is_corruption(error) and not is_message_error(error):
+            if is_storage_error(error):
                 raise DiskFull(str(error)) from error
             raise
         self.counters, self.count = counters, count - evicted

@@ -17,7 +17,7 @@ def test_every_key_has_a_default_and_a_description():
 def test_the_defaults_are_the_documented_ones():
     d = Settings("config-store", "forward").defaults
     assert (d["confirm"], d["iot_topic"], d["commit_interval_ms"], d["max_latency_ms"], d["synchronous"]) == \
-        ("echo", "dt/backfill/{thing}/readings", 1000, 10000, "NORMAL")
+        ("echo", "dt/backfill/{thing}/readings", 5000, 10000, "NORMAL")
     assert d["max_payload_bytes"] == 131072 and d["max_publishes_per_s"] < 100 and d["max_bytes_per_s"] < 524288
     assert d["unsynced_hold_s"] == 0 and d["full_policy"] == "drop_oldest" and d["shadow_interval_s"] == 300
     store = StoreConfig("x")
@@ -46,7 +46,7 @@ def test_inconsistent_combinations_are_refused_together_with_the_reason():
     from store_and_forward.runner import consistent
     settings = Settings("config-store", "forward", together=consistent)
     change = settings.apply(config={"max_latency_ms": 0, "commit_interval_ms": 60000, "max_rows": 5000})
-    assert change.effective["commit_interval_ms"] == 1000 and change.effective["max_latency_ms"] == 10000
+    assert change.effective["commit_interval_ms"] == 5000 and change.effective["max_latency_ms"] == 10000
     assert change.effective["max_rows"] == 5000                               # the rest applies
     assert any("commit_interval_ms 60000, max_latency_ms 0" in e and "keeping" in e for e in change.errors)
     change = settings.apply(desired={"billing_unit_bytes": 65536, "max_payload_bytes": 32768})
