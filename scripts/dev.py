@@ -97,6 +97,10 @@ def cmd_test(args: list[str]) -> int:
         print("The tests need tmux (Debian package tmux) and it could not be installed here: "
               "install it, then run this again.", file=sys.stderr)
         return 1
+    if ensure_package("fuse3", lambda: shutil.which("fusermount3"), "for the power-cut filesystem (scripts/cutfs)") is None:
+        print("The tests need fuse3 (Debian package fuse3) and it could not be installed here: "
+              "install it, then run this again.", file=sys.stderr)
+        return 1
     say("running the tests")
     return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=venv_env()).returncode
 

@@ -17,7 +17,7 @@ def test_every_key_has_a_default_and_a_description():
 def test_the_defaults_are_the_documented_ones():
     d = Settings("config-store", "forward").defaults
     assert (d["confirm"], d["iot_topic"], d["commit_interval_ms"], d["max_latency_ms"], d["synchronous"]) == \
-        ("echo", "dt/backfill/{thing}/readings", 5000, 10000, "NORMAL")
+        ("echo", "dt/backfill/{thing}/readings", 5000, 10000, "FULL")
     assert d["max_payload_bytes"] == 131072 and d["max_publishes_per_s"] < 100 and d["max_bytes_per_s"] < 524288
     assert d["unsynced_hold_s"] == 0 and d["full_policy"] == "drop_oldest" and d["shadow_interval_s"] == 300
     store = StoreConfig("x")
