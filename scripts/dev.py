@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,12 @@ def ensure_package(package: str, find, why: str) -> str | None:
 
 def ensure_mosquitto() -> str | None:
     return ensure_package("mosquitto", find_mosquitto, "for the IoT Core stand-in")
+
+
+def bundle_version() -> str:
+    """The components' version, from the bundle's recipe (scripts/bump-version keeps them one)."""
+    text = (ROOT / "recipes" / "io.backfill.SensorPipeline.yaml").read_text()
+    return re.search(r'^ComponentVersion: "([^"]+)"', text, re.M).group(1)
 
 
 def venv_env() -> dict[str, str]:
@@ -220,11 +227,12 @@ def cmd_run(args: list[str]) -> int:
         build = ROOT / "greengrass-build"
         say("deploying io.backfill.SensorPipeline (sensor on a simulated BME680, correction, store-and-forward) "
             "with the CLI; io.backfill.Runtime's Install makes the components' one venv from its wheels")
+        version = bundle_version()
         localgg("deployment", "create", "--root", str(root), "--recipeDir", str(build / "recipes"),
-                "--artifactDir", str(build / "artifacts"), "--merge", "io.backfill.SensorPipeline=1.0.0",
+                "--artifactDir", str(build / "artifacts"), "--merge", f"io.backfill.SensorPipeline={version}",
                 # --update-config reaches root components only (as on the nucleus): the sensor's
                 # simulated bus, the Nucleus's interpolation and ShadowManager's sync are roots too
-                "--merge", "io.backfill.Bme680Sensor=1.0.0", "--merge", "aws.greengrass.Nucleus=2.18.2", "--merge", "aws.greengrass.ShadowManager=2.3.12",
+                "--merge", f"io.backfill.Bme680Sensor={version}", "--merge", "aws.greengrass.Nucleus=2.18.2", "--merge", "aws.greengrass.ShadowManager=2.3.12",
                 "--update-config", str(DEPLOYMENT), "--wait", "600")
         build_lock.close()                    # deployed: the core has its own copy of the artifacts
         show_components(root)
@@ -266,13 +274,17 @@ def cmd_run(args: list[str]) -> int:
         new = keys - before
         restarts = f"; the core went away {follower.restarts} time(s) and was followed" if follower.restarts else ""
         arrived = {(str(run), int(seq)) for run, seq in new}
-        waiting = sum(1 for run, seq in follower.keys if (str(run), int(seq)) not in arrived)
+        shown = {(str(run), int(seq)) for run, seq in follower.keys}
+        waiting = len(shown - arrived)
+        earlier = len(arrived - shown)
         if waiting:
             restarts += (f"; the other {waiting} are in the store's backlog (it batches for up to max_latency_ms, "
                          "10 s by default; the next run forwards them first)")
+        also = (f", and {earlier} more sampled before this view followed the topic (an earlier run's backlog, "
+                "or the first seconds)") if earlier else ""
         say(f"{follower.distinct} distinct corrected readings went over local pub/sub ({follower.copies} "
-            f"copies: a resend is a copy){restarts}; IoT Core has received {len(new)} distinct readings "
-            f"in this run (recorded in {received_db}: {len(keys)} since it was made); logs are in {root / 'logs'}")
+            f"copies: a resend is a copy); IoT Core has received {len(shown & arrived)} of them{restarts}{also} "
+            f"(recorded in {received_db}: {len(keys)} since it was made); logs are in {root / 'logs'}")
         return 0 if follower.distinct and new else 1
     except KeyboardInterrupt:
         return 130

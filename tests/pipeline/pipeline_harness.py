@@ -5,6 +5,7 @@ observed through the real awsiot client (no mock anywhere)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -23,6 +24,8 @@ OBSERVER_POLICY = {"accessControl": {
                                               "resources": ["backfill/*"]}},
     "aws.greengrass.ShadowManager": {"shadow": {"operations": ["*"], "resources": ["*"]}},
 }}
+# the components' one version (scripts/bump-version), as the bundle's recipe says
+VERSION = re.search(r'^ComponentVersion: "([^"]+)"', (REPO / "recipes" / f"{BUNDLE}.yaml").read_text(), re.M).group(1)
 _BUILT: dict[str, tuple[Path, Path]] = {}
 
 

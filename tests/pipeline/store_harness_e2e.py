@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from conftest import DEVICE_ENV, wait_for
-from pipeline_harness import BUNDLE, CORRECTION, SENSOR, STORE, THING, built
+from pipeline_harness import BUNDLE, CORRECTION, SENSOR, STORE, THING, VERSION, built
 from store_and_forward import packer
 
 RAW, CORRECTED, ACKS = "backfill/readings/raw", "backfill/readings/corrected", "backfill/acks"
@@ -298,7 +298,7 @@ class World:
         """The bundle from the build, with the Nucleus, ShadowManager and the three components as
         roots (`--update-config` reaches root components only, as on the nucleus)."""
         recipes, artifacts = built()
-        roots = {BUNDLE: "1.0.0", SENSOR: "1.0.0", CORRECTION: "1.0.0", STORE: "1.0.0",
+        roots = {BUNDLE: VERSION, SENSOR: VERSION, CORRECTION: VERSION, STORE: VERSION,
                  "aws.greengrass.Nucleus": "2.18.2", "aws.greengrass.ShadowManager": "2.3.12"}
         merges = [arg for name, version in roots.items() for arg in ("--merge", f"{name}={version}")]
         return self.cli("deployment", "create", "--root", str(self.root), "--recipeDir", str(recipes),

@@ -16,7 +16,7 @@ import json
 import pytest
 
 from conftest import short_tmp, wait_for
-from pipeline_harness import BUNDLE, built
+from pipeline_harness import BUNDLE, VERSION, built
 from store_harness_e2e import COMPONENTS, SHADOW_DOCUMENTS, World
 
 NUCLEUS = "aws.greengrass.Nucleus"
@@ -34,7 +34,7 @@ def world():
 def deploy(world: World, *extra: str) -> str:
     recipes, artifacts = built()
     return world.cli("deployment", "create", "--root", str(world.root), "--recipeDir", str(recipes),
-                     "--artifactDir", str(artifacts), "--merge", f"{BUNDLE}=1.0.0", *extra,
+                     "--artifactDir", str(artifacts), "--merge", f"{BUNDLE}={VERSION}", *extra,
                      "--wait", "600", timeout=630)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from backfill_common import contracts
 from conftest import DEVICE_ENV, CoreThread, component_user, device_tmp, process_user, wait_for
-from pipeline_harness import (CORRECTION, SENSOR, Acknowledger, Observer, component_pids, deploy, log_tail,
+from pipeline_harness import (CORRECTION, SENSOR, VERSION, Acknowledger, Observer, component_pids, deploy, log_tail,
                               nucleus_setup)
 
 RAW, CORRECTED = "backfill/readings/raw", "backfill/readings/corrected"
@@ -36,7 +36,7 @@ def pipeline():
         try:
             observer = Observer(core).watch(RAW).watch(CORRECTED)
             acknowledger = Acknowledger(observer)      # stands in for the store
-            deploy(core, {SENSOR: "1.0.0", CORRECTION: "1.0.0"}, {SENSOR: {"MERGE": SIMULATED}})
+            deploy(core, {SENSOR: VERSION, CORRECTION: VERSION}, {SENSOR: {"MERGE": SIMULATED}})
             yield core, observer, acknowledger
             acknowledger.stop()
         finally:
@@ -136,7 +136,7 @@ def test_correction_killed_mid_stream_loses_no_reading(pipeline):
 
 def test_absent_chip_reports_errors_and_keeps_running(pipeline):
     core, observer, acknowledger = pipeline
-    deploy(core, {SENSOR: "1.0.0"}, {SENSOR: {"MERGE": {"scenario": "chip_absent"}}})
+    deploy(core, {SENSOR: VERSION}, {SENSOR: {"MERGE": {"scenario": "chip_absent"}}})
     errors = lambda: [r for r in observer.got(CORRECTED) if r["status"] == "chip_absent"]  # noqa: E731
     wait_for(lambda: len(errors()) >= 5, 60, message="error readings")
     pids = component_pids(core, SENSOR)
@@ -160,7 +160,7 @@ def test_an_i2c_device_the_component_user_may_not_open_is_named_with_the_fix(pip
     device.write_bytes(b"")
     os.chmod(device, 0o660)                      # root:root, not the i2c group ggc_user would be in
     try:
-        deploy(core, {SENSOR: "1.0.0"}, {SENSOR: {"MERGE": {"bus": "i2c", "i2c_bus": 97}, "RESET": ["/scenario"]}})
+        deploy(core, {SENSOR: VERSION}, {SENSOR: {"MERGE": {"bus": "i2c", "i2c_bus": 97}, "RESET": ["/scenario"]}})
         failed = lambda: [r for r in observer.got(CORRECTED) if r["status"] == "init_failed"]  # noqa: E731
         wait_for(lambda: len(failed()) >= 3, 60, message="init_failed readings")
         assert core.kernel.state_of(SENSOR) == "RUNNING"
