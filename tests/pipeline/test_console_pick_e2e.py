@@ -12,11 +12,15 @@ in: the store reports its state in it, without a restart."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
+import sys
 
 import pytest
 
 from conftest import short_tmp, wait_for
-from pipeline_harness import BUNDLE, VERSION, built
+from pipeline_harness import BUNDLE, REPO, VERSION, built
 from store_harness_e2e import COMPONENTS, SHADOW_DOCUMENTS, World
 
 NUCLEUS = "aws.greengrass.Nucleus"
@@ -32,10 +36,16 @@ def world():
 
 
 def deploy(world: World, *extra: str) -> str:
-    recipes, artifacts = built()
-    return world.cli("deployment", "create", "--root", str(world.root), "--recipeDir", str(recipes),
-                     "--artifactDir", str(artifacts), "--merge", f"{BUNDLE}={VERSION}", *extra,
-                     "--wait", "600", timeout=630)
+    """scripts/deploy-local, as a user runs it on a device, with localgg's CLI for greengrass-cli."""
+    recipes, _ = built()
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "deploy-local"), "--cli",
+                             f"{shlex.quote(sys.executable)} -m localgg", "--build", str(recipes.parent),
+                             "--timeout", "600", *extra], env=dict(world.env, GGC_ROOT_PATH=str(world.root)),
+                            capture_output=True, text=True, timeout=660)
+    assert result.returncode == 0, f"deploy-local:\n{result.stdout}\n{result.stderr}\n{world.log_tail()}"
+    assert re.search(rf"{re.escape(BUNDLE)}\s+{re.escape(VERSION)}\s+(RUNNING|FINISHED)", result.stdout), result.stdout
+    assert "SUCCEEDED" in result.stdout, result.stdout
+    return result.stdout
 
 
 def said(world: World, name: str, text: str) -> int:
@@ -62,7 +72,7 @@ def test_the_fix_the_component_names_brings_the_shadow_in_without_a_restart(worl
     before = {name: world.pids(name) for name in COMPONENTS}
     documents = len(world.local.got(SHADOW_DOCUMENTS))
     deploy(world, "--merge", f"{NUCLEUS}=2.18.2",
-           "--update-config", json.dumps({NUCLEUS: {"MERGE": {"interpolateComponentConfiguration": True}}}))
+           "--config", json.dumps({NUCLEUS: {"MERGE": {"interpolateComponentConfiguration": True}}}))
 
     def store_reported():
         for _, doc in world.local.got(SHADOW_DOCUMENTS)[documents:]:
