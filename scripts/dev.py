@@ -140,7 +140,10 @@ time into the state folder:
   outage [--offline S] [--restart-core]   the link down S seconds (a core restart halfway)
   flap [--cycles N]                       the link down 8 s / up 12 s, N times
   kill [--kills N] [--seed N]             SIGKILL a random component N times (seeded)
-  slow-link [--limited S]                 400 B/s and 300 ms each way for S seconds"""
+  slow-link [--limited S]                 400 B/s and 300 ms each way for S seconds
+  chaos [--minutes N] [--seed N]          a random fault every 3-10 s for N minutes (default 30):
+                                          SIGKILLs, core restarts (graceful and --kill), broker
+                                          restarts, the link down or limited for 2-20 s"""
 
 
 def run_arguments(args: list[str]):
@@ -160,6 +163,7 @@ def run_arguments(args: list[str]):
     parser.add_argument("--kills", type=int, default=3, help="kill: how many SIGKILLs (default 3)")
     parser.add_argument("--seed", type=int, default=1, help="kill: the seed of the times and victims (default 1)")
     parser.add_argument("--limited", type=float, default=120.0, help="slow-link: seconds limited (default 120)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="chaos: minutes of faults (default 30)")
     parser.add_argument("--warmup", type=float, default=15.0, help="scenario: seconds before the first fault (default 15)")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="scenario: the longest wait for IoT Core to have every reading (default 300)")
@@ -168,7 +172,8 @@ def run_arguments(args: list[str]):
         parser.error("--seconds must be more than 0")
     if parsed.scenario and parsed.seconds is not None:
         parser.error("--seconds and --scenario: a scenario ends by itself once IoT Core has every reading")
-    for key, low in (("offline", 1), ("cycles", 1), ("kills", 1), ("limited", 1), ("warmup", 0), ("drain_timeout", 10)):
+    for key, low in (("offline", 1), ("cycles", 1), ("kills", 1), ("limited", 1), ("warmup", 0), ("drain_timeout", 10),
+                     ("minutes", 0.1)):
         if getattr(parsed, key) < low:
             parser.error(f"--{key.replace('_', '-')} must be at least {low}")
     return parsed
@@ -325,7 +330,7 @@ def start_scenario(options, follower, root: Path, received_db: Path, say=print):
     import devscenario
     steps = devscenario.plan(options.scenario, offline=options.offline, restart_core=options.restart_core,
                              cycles=options.cycles, kills=options.kills, seed=options.seed,
-                             limited=options.limited, warmup=options.warmup)
+                             limited=options.limited, warmup=options.warmup, minutes=options.minutes)
     started = time.time()
 
     def fault(*args: str) -> subprocess.CompletedProcess:
@@ -337,7 +342,9 @@ def start_scenario(options, follower, root: Path, received_db: Path, say=print):
         if verb == "kill":
             command = ["component", "kill", "-n", rest, "--root", str(root)]
         elif verb == "core":
-            command = ["core", "restart", "--root", str(root)]
+            command = ["core", *rest.split(), "--root", str(root)]
+        elif verb == "broker":
+            command = ["broker", "restart", "--cloud", str(root.parent / "cloud")]
         elif rest == "limit":
             command = ["link", "limit", "--bandwidth", str(devscenario.SLOW_BANDWIDTH),
                        "--latency", str(devscenario.SLOW_LATENCY_MS), "--root", str(root)]

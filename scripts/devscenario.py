@@ -6,7 +6,7 @@
 
 The planner only says what to do; `do(step)` does it (localgg fault ...), so the plan is
 tested without a core. Actions: "link down", "link up", "link limit", "link clear",
-"core restart", "kill <component>". Times are seconds after the scenario starts (a warm-up
+"core restart", "core restart --kill", "broker restart", "kill <component>". Times are seconds after the scenario starts (a warm-up
 first, so that the pipeline runs before the first fault).
 """
 
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-SCENARIOS = ("outage", "flap", "kill", "slow-link")
+SCENARIOS = ("outage", "flap", "kill", "slow-link", "chaos")
 COMPONENTS = ("io.backfill.Bme680Sensor", "io.backfill.TemperatureCorrection", "io.backfill.StoreAndForward")
 FLAP_DOWN_S, FLAP_UP_S = 8.0, 12.0
 KILL_SPACING_S = 20.0
@@ -33,8 +33,10 @@ class Step:
 
 
 def plan(name: str, *, offline: float = 60.0, restart_core: bool = False, cycles: int = 4, kills: int = 3,
-         seed: int = 1, limited: float = 120.0, warmup: float = 15.0) -> list[Step]:
+         seed: int = 1, limited: float = 120.0, warmup: float = 15.0, minutes: float = 30.0) -> list[Step]:
     """The faults of a scenario, in time order."""
+    if name == "chaos":
+        return chaos(minutes * 60, seed, warmup)
     if name == "outage":
         steps = [Step(warmup, "link down", f"link down for {offline:g} s")]
         if restart_core:      # the link's fault is the network's: it stays down across the restart
@@ -59,6 +61,43 @@ def plan(name: str, *, offline: float = 60.0, restart_core: bool = False, cycles
         return [Step(warmup, "link limit", f"link limited: {SLOW_BANDWIDTH} B/s, {SLOW_LATENCY_MS} ms"),
                 Step(warmup + limited, "link clear", "link cleared")]
     raise ValueError(f"no scenario {name!r}; one of {', '.join(SCENARIOS)}")
+
+
+CHAOS_GAP_S = (3.0, 10.0)           # between two faults
+CHAOS_FAULTS = ("kill", "core restart", "core restart --kill", "broker restart", "link down", "link limit")
+
+
+def chaos(seconds: float, seed: int, warmup: float = 15.0) -> list[Step]:
+    """A fault every few seconds for `seconds`, drawn at random (seeded, so replayable): a
+    component SIGKILLed, the core restarted (gracefully or SIGKILLed with its components),
+    the broker restarted, the link down or limited for a while (then back). The link is
+    always back, unlimited, at the end."""
+    rng = random.Random(seed)
+    steps: list[Step] = []
+    at, end = warmup, warmup + seconds
+    link = "up"                                  # "up", "down" or "limited"
+    back_at = 0.0
+    while at < end:
+        if link != "up" and at >= back_at:
+            steps.append(Step(at, "link up" if link == "down" else "link clear",
+                              "link up" if link == "down" else "link unlimited"))
+            link = "up"
+        else:
+            fault = rng.choice(CHAOS_FAULTS if link == "up" else [f for f in CHAOS_FAULTS if not f.startswith("link")])
+            if fault == "kill":
+                victim = rng.choice(COMPONENTS)
+                steps.append(Step(at, f"kill {victim}", f"SIGKILL {victim.rsplit('.', 1)[-1]}"))
+            elif fault.startswith("link"):
+                hold = rng.uniform(2.0, 20.0)
+                link, back_at = ("down", at + hold) if fault == "link down" else ("limited", at + hold)
+                steps.append(Step(at, fault, f"{fault} for {hold:.0f} s" if fault == "link down" else
+                                  f"link limited ({SLOW_BANDWIDTH} B/s, {SLOW_LATENCY_MS} ms) for {hold:.0f} s"))
+            else:
+                steps.append(Step(at, fault, fault.replace("--kill", "(SIGKILL)")))
+        at += rng.uniform(*CHAOS_GAP_S)
+    if link != "up":
+        steps.append(Step(end, "link up" if link == "down" else "link clear", "link back for the drain"))
+    return steps
 
 
 def fault_end(steps: list[Step]) -> float:

@@ -142,8 +142,9 @@ def slow_link_rows(args, lc, witness, base: Path, notes: list[str]) -> list[Row]
 
 
 def startup_rows(args, lc, witness, base: Path, notes: list[str]) -> list[Row]:
-    from .drain import startup
+    from .drain import spool_emptied, startup
     n = args.startup_readings
+    spool_emptied(lc)
     result = startup(lc, witness, base / "startup", n)
     notes.append(f"startup: {n:,} readings stored by the store's own code ({result.fill_s:.0f} s to fill, "
                  f"{result.db_mb:.0f} MB database), then `python -m store_and_forward` launched: "

@@ -190,10 +190,19 @@ def startup(lc: LocalCloud, witness: Witness, work: Path, n: int, timeout_s: flo
     return StartupResult(fill_s=fill_s, db_mb=db_mb, first_s=first_s, first_readings=first)
 
 
+def spool_emptied(lc: LocalCloud, timeout_s: float = 300) -> None:
+    """Wait until the core's spooler is empty: what an earlier part left there (the naive
+    publisher's messages) would otherwise share the next part's link and quota."""
+    def empty() -> bool:
+        return lc.call(lambda: lc.kernel.iotcore.status()["spool"]["messages"]) == 0
+    wait_until(empty, timeout_s, "the core's spooler to send what an earlier part left", interval=0.5)
+
+
 def slow_drain(lc: LocalCloud, witness: Witness, work: Path, readings: list[dict], bandwidth: int = 125_000,
                latency_s: float = 0.1, timeout_s: float = 600) -> DrainResult:
     """drain_store through localgg's link limited to `bandwidth` bytes/s and `latency_s` each way
-    (a phone hotspot: 1 Mbit/s, 100 ms), the limit cleared afterwards."""
+    (a phone hotspot: 1 Mbit/s, 100 ms), the limit cleared afterwards; on an empty spooler."""
+    spool_emptied(lc)
     link = lc.kernel.iotcore.link
     lc.call(lambda: link.limit(bandwidth, latency_s))
     try:

@@ -89,6 +89,13 @@ def main() -> int:
                     probe_max_s=1, max_payload_bytes=8192, billing_unit_bytes=4096)
     store = Store(StoreConfig(Path(args.db), synchronous=args.synchronous), clock)
     port = Port(Witness(args.acks), Witness(args.cloud), clock)
+    checkpoints = Witness(args.acks + ".checkpoints")
+    checkpoint = store.checkpoint
+
+    def witnessed_checkpoint() -> None:      # what a checkpoint made durable (NORMAL's bound)
+        checkpoint()
+        checkpoints.line(f"{args.run} {clock.wall_ms()}")
+    store.checkpoint = witnessed_checkpoint
     fwd = Forwarder(store, port, clock, settings, THING)
     for topic in fwd.iot_topics():
         fwd.iot_subscribed(topic)

@@ -28,6 +28,28 @@ def test_an_outage_is_link_down_then_up_with_a_core_restart_halfway_if_asked():
         (15, "link down"), (45, "core restart"), (75, "link up")]
 
 
+def test_chaos_is_a_seeded_fault_every_few_seconds_that_leaves_the_link_as_it_found_it():
+    steps = devscenario.plan("chaos", minutes=30, seed=11, warmup=15)
+    assert steps == devscenario.plan("chaos", minutes=30, seed=11, warmup=15) != devscenario.plan("chaos", minutes=30)
+    times = [s.at for s in steps]
+    assert times == sorted(times) and times[0] == 15 and times[-1] <= 15 + 30 * 60
+    gaps = [b - a for a, b in zip(times, times[1:]) if b != a]
+    assert min(gaps) >= devscenario.CHAOS_GAP_S[0] - 1e-9 and max(gaps) <= devscenario.CHAOS_GAP_S[1] + 1e-9
+    actions = [s.action for s in steps]
+    for fault in ("core restart", "core restart --kill", "broker restart", "link down", "link limit"):
+        assert fault in actions, fault
+    assert {a.split(" ", 1)[1] for a in actions if a.startswith("kill ")} == set(devscenario.COMPONENTS)
+    link = "up"                                 # down/limited only from up, and back before the end
+    for action in actions:
+        if action in ("link down", "link limit"):
+            assert link == "up", action
+            link = action
+        elif action in ("link up", "link clear"):
+            assert link == ("link down" if action == "link up" else "link limit"), action
+            link = "up"
+    assert link == "up"
+
+
 def test_flap_slow_link_and_seeded_kills():
     flap = devscenario.plan("flap", cycles=2, warmup=10)
     assert [(s.at, s.action) for s in flap] == [(10, "link down"), (18, "link up"), (30, "link down"), (38, "link up")]

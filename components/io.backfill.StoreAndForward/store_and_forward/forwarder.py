@@ -33,7 +33,7 @@ from backfill_common.fastcheck import compile_contract
 from backfill_common.problems import Problems
 
 from . import packer, watermark
-from .ledger import OFFLINE, ONLINE, UNKNOWN, InFlight, Ledger
+from .ledger import ONLINE, UNKNOWN, InFlight, Ledger
 from .rate import RatePlan
 from .planner import Planner, Prepared
 from . import store as store_module
@@ -512,13 +512,25 @@ class Forwarder:
 
     def _commit_due(self, now: int) -> bool:
         """What waits in memory is committed after commit_wait_ms, or sooner when a batch is
-        about to go online for the latency deadline: it goes in that batch (one commit and
-        one message where there would be two of each; a commit writes its pages to flash)."""
+        about to go for the latency deadline: it goes in that batch (one commit and one
+        message where there would be two of each; a commit writes its pages to flash). Only
+        when that batch will really go now: the link answering (or spooled), the
+        confirmations subscribed, nothing in flight, no retry pending and the rate plan
+        letting a publish through. Otherwise (offline, a boot without network, a drain) a
+        commit early would go nowhere sooner, and each tick would commit one reading."""
         if self._pending_since is None:
             return False
         if now - self._pending_since >= self.commit_wait_ms:
             return True
-        return self.ledger.link != OFFLINE and self.plan.latency_due(now) and self.ledger.wants(now) is not None
+        if not self.plan.latency_due(now) or now < self._retry_at or self.ledger.row_ids():
+            return False
+        if self.settings["confirm"] == "spooled":
+            ready = True
+        else:
+            # online, or the first message since start (sent like a batch: _prepare)
+            ready = self.ledger.link in (ONLINE, UNKNOWN) and self.confirm_topic() in self._subscribed \
+                and self.ledger.wants(now) is not None
+        return ready and self.rate.publishes.wait_ms(now, 1) == 0
 
     def _unsendable(self) -> None:
         """Readings too large for any batch (the planner set them apart): moved to the dead

@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 from store_harness import RUN, THING, Harness, corrected
+from store_and_forward import packer
 from store_and_forward import store as store_module
 from store_and_forward.store import DeadLetter
 
@@ -261,3 +262,52 @@ def test_an_unforeseen_error_part_way_through_the_isolation_still_acknowledges_w
     for _ in range(30):
         h.step(1000)
     assert {seq for (_, _, seq) in h.cloud} == {0, 1} and h.port.acked() == 1
+
+
+# -- the early commit (frugal online) commits early only when a batch really goes ---------------------
+
+def _commits_at_1_hz(h, seconds: int = 120) -> int:
+    original, calls = h.store.commit, {"n": 0}
+
+    def counted(readings, dead=()):
+        calls["n"] += 1
+        return original(readings, dead)
+    h.store.commit = counted
+    for i in range(seconds):
+        h.feed([corrected(i)])
+        h.step(100, n=10)
+    return calls["n"]
+
+
+def test_a_boot_without_network_commits_every_commit_interval_not_every_tick(tmp_path):
+    """SubscribeToIoTCore never answers: the link stays unknown, nothing is sent (the review)."""
+    h = Harness(tmp_path / "store.db", subscribe=False, max_latency_ms=10000, commit_interval_ms=5000)
+    assert _commits_at_1_hz(h) <= 26
+
+
+def test_a_closed_confirmation_stream_online_commits_every_commit_interval(tmp_path):
+    h = Harness(tmp_path / "store.db", max_latency_ms=10000, commit_interval_ms=5000)
+    h.feed([corrected(0)])
+    h.step(100, n=150)
+    assert h.fwd.ledger.link == "online"
+    for topic in h.fwd.iot_topics():
+        h.fwd.iot_unsubscribed(topic)
+    assert _commits_at_1_hz(h) <= 26
+
+
+def test_a_drain_at_a_low_publish_rate_commits_every_commit_interval(tmp_path):
+    h = Harness(tmp_path / "store.db", max_latency_ms=10000, commit_interval_ms=5000, max_publishes_per_s=0.2,
+                max_payload_bytes=4096, billing_unit_bytes=4096)
+    h.link_up = False
+    h.feed([corrected(i, mono=i * 1000) for i in range(2000, 2400)])
+    h.step(1000, n=10)
+    h.link_up = True
+    assert _commits_at_1_hz(h) <= 30
+
+
+def test_online_at_1_hz_the_readings_in_memory_go_with_the_batch(tmp_path):
+    h = Harness(tmp_path / "store.db", max_latency_ms=10000, commit_interval_ms=5000)
+    commits = _commits_at_1_hz(h)
+    sizes = [len(list(packer.decode(doc))) for doc in h.deliveries]
+    assert commits <= 30 and len(h.deliveries) <= 14, (commits, sizes)     # 24 on the interval, one per batch
+    assert sorted(sizes)[len(sizes) // 2] >= 9, sizes           # batches of ~10, not 5 + 5
