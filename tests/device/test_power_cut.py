@@ -13,7 +13,8 @@ what IoT Core received):
 
     BACKFILL_POWERCUT_CUTS=100 BACKFILL_POWERCUT_SEED=7 python3 scripts/dev.py test tests/device/test_power_cut.py
 
-replays or lengthens it (the suite runs 4 cuts per mode).
+lengthens it and replays its random choices (the suite runs 4 cuts per mode; the moments of the
+cuts in the device's work depend on timing, so a seed does not replay a run exactly).
 """
 
 from __future__ import annotations
