@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -184,6 +185,10 @@ def cmd_run(args: list[str]) -> int:
     options = run_arguments(args)            # --help ends here, before anything starts
     state = options.state.resolve()
     ensure_venv()
+    if Path(sys.prefix).resolve() != VENV.resolve():
+        # the live view (rich), the report's picture (matplotlib) and the cloud's shadow
+        # (paho-mqtt) are the venv's: go on there, the same process (Ctrl-C, pid) as before
+        os.execv(str(PYTHON), [str(PYTHON), str(Path(__file__).resolve()), "run", *args])
     if ensure_mosquitto() is None:
         say("mosquitto could not be installed here: falling back to the embedded broker amqtt (pip)")
         subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "amqtt>=0.11"], check=True)
@@ -377,13 +382,15 @@ def start_scenario(options, follower, root: Path, received_db: Path, say=print):
 
 
 def store_evicted(cloud: Path) -> int | None:
-    """The store's eviction counter as the cloud shadow has it (None: no report there yet)."""
+    """The store's eviction counter as the cloud shadow has it (None: no report there yet).
+    Through `localgg cloud shadow get` in the venv: dev.py itself runs on a Python that has
+    none of the project's dependencies (paho-mqtt, rich) installed."""
+    result = localgg("cloud", "shadow", "get", "--cloud", str(cloud), "--thing-name", "backfill-dev",
+                     "--shadow-name", "backfill", check=False, capture=True)
     try:
-        from localgg.cloud import shadow_client
-        ok, doc = shadow_client.request(cloud, "backfill-dev", "backfill", "get", timeout=5)
-        value = doc["state"]["reported"]["store"]["counters"]["evicted"] if ok else None
+        value = json.loads(result.stdout)["state"]["reported"]["store"]["counters"]["evicted"]
         return int(value) if value is not None else None
-    except (OSError, TimeoutError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 

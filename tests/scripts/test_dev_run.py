@@ -17,7 +17,11 @@ from pathlib import Path
 from conftest import short_tmp, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-DEV = [sys.executable, str(REPO / "scripts" / "dev.py"), "run"]
+# as a user runs it: a Python with none of the project's dependencies (Debian's, where there is
+# one): dev.py makes the venv and goes on in it (the live view, the report's picture and the
+# cloud's shadow need rich, matplotlib and paho-mqtt, which a bare python3 lacks)
+USER_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+DEV = [USER_PYTHON, str(REPO / "scripts" / "dev.py"), "run"]
 
 
 def default_sigint() -> None:
