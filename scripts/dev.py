@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -74,12 +73,6 @@ def ensure_package(package: str, find, why: str) -> str | None:
 
 def ensure_mosquitto() -> str | None:
     return ensure_package("mosquitto", find_mosquitto, "for the IoT Core stand-in")
-
-
-def bundle_version() -> str:
-    """The components' version, from the bundle's recipe (scripts/bump-version keeps them one)."""
-    text = (ROOT / "recipes" / "io.backfill.SensorPipeline.yaml").read_text()
-    return re.search(r'^ComponentVersion: "([^"]+)"', text, re.M).group(1)
 
 
 def venv_env() -> dict[str, str]:
@@ -237,7 +230,8 @@ def cmd_run(args: list[str]) -> int:
         build = ROOT / "greengrass-build"
         say("deploying io.backfill.SensorPipeline (sensor on a simulated BME680, correction, store-and-forward) "
             "with the CLI; io.backfill.Runtime's Install makes the components' one venv from its wheels")
-        version = bundle_version()
+        import bundleinfo
+        version = bundleinfo.version()
         localgg("deployment", "create", "--root", str(root), "--recipeDir", str(build / "recipes"),
                 "--artifactDir", str(build / "artifacts"), "--merge", f"io.backfill.SensorPipeline={version}",
                 # --update-config reaches root components only (as on the nucleus): the sensor's

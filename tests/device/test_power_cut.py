@@ -47,24 +47,25 @@ def fuse():
     assert why is None, f"cutfs cannot mount here: {why} (scripts/dev.py test installs fuse3)"
 
 
+def witnessed(path: Path, fields: int) -> list[list[str]]:
+    """The witness's lines of `fields` words (a line being written is skipped)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [words for words in (line.split() for line in lines) if len(words) == fields]
+
+
 def acknowledged(path: Path) -> dict[str, list[tuple[int, int]]]:
-    """run -> [(seq, wall ms)] of every acknowledgement, in order (a line being written is skipped)."""
+    """run -> [(seq, wall ms)] of every acknowledgement, in order."""
     out: dict[str, list[tuple[int, int]]] = {}
-    for line in path.read_text().splitlines():
-        words = line.split()
-        if len(words) == 3:
-            out.setdefault(words[0], []).append((int(words[1]), int(words[2])))
+    for run, seq, at in witnessed(path, 3):
+        out.setdefault(run, []).append((int(seq), int(at)))
     return out
 
 
 def checkpoints(path: Path) -> dict[str, list[int]]:
     """run -> wall ms of each checkpoint the store completed (NORMAL: what it made durable)."""
     out: dict[str, list[int]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            words = line.split()
-            if len(words) == 2:
-                out.setdefault(words[0], []).append(int(words[1]))
+    for run, at in witnessed(path, 2):
+        out.setdefault(run, []).append(int(at))
     return out
 
 

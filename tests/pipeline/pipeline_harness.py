@@ -5,12 +5,12 @@ observed through the real awsiot client (no mock anywhere)."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import bundleinfo
 from conftest import CoreThread, short_tmp, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,8 +24,7 @@ OBSERVER_POLICY = {"accessControl": {
                                               "resources": ["backfill/*"]}},
     "aws.greengrass.ShadowManager": {"shadow": {"operations": ["*"], "resources": ["*"]}},
 }}
-# the components' one version (scripts/bump-version), as the bundle's recipe says
-VERSION = re.search(r'^ComponentVersion: "([^"]+)"', (REPO / "recipes" / f"{BUNDLE}.yaml").read_text(), re.M).group(1)
+VERSION = bundleinfo.version()        # the components' one version (scripts/bump-version)
 _BUILT: dict[str, tuple[Path, Path]] = {}
 
 

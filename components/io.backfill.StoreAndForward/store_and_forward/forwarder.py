@@ -522,7 +522,7 @@ class Forwarder:
             return False
         if now - self._pending_since >= self.commit_wait_ms:
             return True
-        if not self.plan.latency_due(now) or now < self._retry_at or self.ledger.row_ids():
+        if not self.plan.latency_due(now) or now < self._retry_at or len(self.ledger):
             return False
         if self.settings["confirm"] == "spooled":
             ready = True

@@ -171,6 +171,11 @@ READING_COLUMNS = "id, device, run, seq, t, mono, t_orig, body"
 DEAD_COLUMNS = "id, at, topic, reason, size, raw, device, run, seq"
 
 
+def insert_ignoring(table: str, columns: str) -> str:
+    """INSERT OR IGNORE of one row of `columns` (a salvaged row keeps its id)."""
+    return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({', '.join('?' * len(columns.split(',')))})"
+
+
 def salvage(path: Path, table: str = "readings", columns: str = READING_COLUMNS) -> tuple[list[tuple], int]:
     """(every row of `table` still readable in a damaged database, the highest id seen
     there): a range of ids at a time, one by one in a range that fails."""
@@ -264,14 +269,11 @@ class Store:
         try:
             with self.db.atomic():
                 for start in range(0, len(rows), _CHUNK):
-                    self.db.conn.executemany(
-                        "INSERT OR IGNORE INTO readings (id, device, run, seq, t, mono, t_orig, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows[start:start + _CHUNK])
+                    self.db.conn.executemany(insert_ignoring("readings", READING_COLUMNS), rows[start:start + _CHUNK])
                 self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
                 self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)",
                                 [max(top, min_id)])
-                self.db.conn.executemany(f"INSERT OR IGNORE INTO dead_letters ({DEAD_COLUMNS}) "
-                                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", letters)
+                self.db.conn.executemany(insert_ignoring("dead_letters", DEAD_COLUMNS), letters)
                 self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
                 self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
                 self.counters["set_aside"] += 1
