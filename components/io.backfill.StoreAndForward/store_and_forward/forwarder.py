@@ -515,14 +515,14 @@ class Forwarder:
         about to go for the latency deadline: it goes in that batch (one commit and one
         message where there would be two of each; a commit writes its pages to flash). Only
         when that batch will really go now: the link answering (or spooled), the
-        confirmations subscribed, nothing in flight, no retry pending and the rate plan
-        letting a publish through. Otherwise (offline, a boot without network, a drain) a
+        confirmations subscribed, nothing in flight, no batch kept for the rate plan, no
+        retry pending and the rate plan letting a publish through. Otherwise (offline, a boot without network, a drain) a
         commit early would go nowhere sooner, and each tick would commit one reading."""
         if self._pending_since is None:
             return False
         if now - self._pending_since >= self.commit_wait_ms:
             return True
-        if not self.plan.latency_due(now) or now < self._retry_at or len(self.ledger):
+        if not self.plan.latency_due(now) or now < self._retry_at or len(self.ledger) or self.plan.prepared:
             return False
         if self.settings["confirm"] == "spooled":
             ready = True

@@ -305,6 +305,18 @@ def test_a_drain_at_a_low_publish_rate_commits_every_commit_interval(tmp_path):
     assert _commits_at_1_hz(h) <= 30
 
 
+def test_a_drain_at_a_low_byte_rate_commits_every_commit_interval(tmp_path):
+    """The bytes bucket held the packed batch back while the publishes bucket was open: one
+    commit per reading for the whole drain (the review)."""
+    h = Harness(tmp_path / "store.db", max_latency_ms=10000, commit_interval_ms=5000,
+                max_bytes_per_s=1024, max_payload_bytes=16384, billing_unit_bytes=4096)
+    h.link_up = False
+    h.feed([corrected(i, mono=i * 1000) for i in range(2000, 22000)])
+    h.step(1000, n=10)
+    h.link_up = True
+    assert _commits_at_1_hz(h) <= 30
+
+
 def test_online_at_1_hz_the_readings_in_memory_go_with_the_batch(tmp_path):
     h = Harness(tmp_path / "store.db", max_latency_ms=10000, commit_interval_ms=5000)
     commits = _commits_at_1_hz(h)
