@@ -438,6 +438,9 @@ class Forwarder:
         path = self.store.set_aside(str(error), min_id=min_id)
         self.problems.add("database corrupt", f"the database was damaged ({error}); set aside as {path.name}, "
                           "going on with a new one (acknowledgements continue)")
+        if self.store.closed is not None:          # tick() opens it again
+            self.disk_full = True
+            self._disk_retry_at = self.clock.mono_ms() + DISK_RETRY_MS
 
     def _on_iot(self, topic: str, payload: bytes) -> None:
         now = self.clock.mono_ms()
@@ -494,6 +497,9 @@ class Forwarder:
     def tick(self) -> int:
         """Do what is due; returns the milliseconds until something else will be."""
         now = self.clock.mono_ms()
+        if self.store.closed is not None and not self._reopen(now):
+            self._report(now)
+            return max(1, min(1000, self._disk_retry_at - now))
         if self._commit_due(now) and (not self.disk_full or now >= self._disk_retry_at):
             self.commit(now)
         try:
@@ -509,6 +515,24 @@ class Forwarder:
             self._report(now)
         self._unsendable()
         return self._next_delay(self.clock.mono_ms())
+
+    def _reopen(self, now: int) -> bool:
+        """The store is closed (a set-aside could not open its new database): every
+        DISK_RETRY_MS, try to open it again; until then nothing is stored, acknowledged or
+        sent (what waits stays in memory, the sensor keeps what was not acknowledged)."""
+        if now < self._disk_retry_at:
+            return False
+        self._disk_retry_at = now + DISK_RETRY_MS
+        if self.store.reopen():
+            log.info("the new database is open: going on")
+            self.disk_full = False
+            self.plan.changed()
+            self._rewind()
+            return True
+        self.disk_full = True
+        self.problems.add("storage", f"could not open a new database ({self.store.closed}); keeping readings "
+                          "in memory, not acknowledging them; retrying")
+        return False
 
     def _commit_due(self, now: int) -> bool:
         """What waits in memory is committed after commit_wait_ms, or sooner when a batch is

@@ -206,6 +206,20 @@ def salvage(path: Path, table: str = "readings", columns: str = READING_COLUMNS)
     return rows, top
 
 
+@dataclass
+class _Carry:
+    """What a set-aside carries into the new database: the old file (its readings and dead
+    letters are salvaged from it) and the store's memory of counters and watermarks."""
+    target: Path
+    counters: dict
+    given_up: dict
+    held: int
+    dead_held: int
+    marks: dict
+    min_id: int
+    reason: str
+
+
 class Store:
     def __init__(self, config: StoreConfig, clock) -> None:
         self.config = config
@@ -219,6 +233,8 @@ class Store:
         self._stale: dict[tuple, int] = {}      # runs re-timed in chunks: their new offset
         self._dirty_marks = False               # watermarks not yet saved in full (after a set-aside)
         self.set_aside_files: list[Path] = []
+        self.closed: Optional[str] = None       # why the database is not open (a set-aside could not reopen)
+        self._carry: Optional[_Carry] = None    # what a set-aside carries into the new database
         try:
             self._open()
             self._check_ends()
@@ -259,20 +275,52 @@ class Store:
             source = Path(str(path) + suffix)
             if source.exists():
                 os.replace(source, Path(str(target) + suffix))
-        counters, given_up, held, dead_held = dict(self.counters), dict(self._given_up), self.count, self.dead_count
-        marks = {key: Watermark(mark.acked) for key, mark in self._marks.items()}
-        self._open()
+        self._carry = _Carry(target, dict(self.counters), dict(self._given_up), self.count, self.dead_count,
+                             {key: Watermark(mark.acked) for key, mark in self._marks.items()}, min_id, reason)
+        self.set_aside_files.append(target)
+        self._take_over()
+        return target
+
+    def reopen(self) -> bool:
+        """After a set-aside whose new database could not be opened (`closed` says why): try
+        again, carrying over what the old file still holds. True once the store is open."""
+        if self.closed is not None:
+            self._take_over()
+        return self.closed is None
+
+    def _take_over(self) -> None:
+        """Open the new database and carry the set-aside file's readings and this store's memory
+        into it. If the new file cannot be opened (the disk full, a permission, the directory
+        gone), the store stays closed and keeps all of it for `reopen`: nothing else may write
+        (review 9 #4: it was retried for ever as a "closed database", and nothing opened it)."""
+        carry = self._carry
+        try:
+            self._open()
+        except (sqlite3.Error, OSError) as error:
+            try:
+                self.db.close()
+            except (AttributeError, sqlite3.Error):
+                pass
+            self.closed = str(error) or type(error).__name__
+            self.counters, self._given_up = dict(carry.counters), dict(carry.given_up)
+            self._marks = {key: Watermark(mark.acked) for key, mark in carry.marks.items()}
+            self.count, self.dead_count = carry.held, carry.dead_held
+            log.error("the database %s was set aside (%s) but a new one could not be opened (%s): "
+                      "nothing is stored or acknowledged until it can", self.config.path, carry.reason, error)
+            return
+        self.closed, self._carry = None, None
+        target, held, dead_held = carry.target, carry.held, carry.dead_held
         rows, top = salvage(target)
         letters, _ = salvage(target, "dead_letters", DEAD_COLUMNS)   # some were acknowledged readings
-        self.counters = counters
-        self._marks, self._given_up = marks, given_up
+        self.counters = dict(carry.counters)
+        self._marks, self._given_up = carry.marks, dict(carry.given_up)
         try:
             with self.db.atomic():
                 for start in range(0, len(rows), _CHUNK):
                     self.db.conn.executemany(insert_ignoring("readings", READING_COLUMNS), rows[start:start + _CHUNK])
                 self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
                 self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)",
-                                [max(top, min_id)])
+                                [max(top, carry.min_id)])
                 self.db.conn.executemany(insert_ignoring("dead_letters", DEAD_COLUMNS), letters)
                 self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
                 self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
@@ -288,9 +336,8 @@ class Store:
             self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
             self._dirty_marks = True
         log.error("the database %s is damaged (%s): moved aside to %s (kept, not deleted); %d of the %d "
-                  "readings it held copied to a new database", path, reason, target.name, self.count, held)
-        self.set_aside_files.append(target)
-        return target
+                  "readings it held copied to a new database", self.config.path, carry.reason, target.name,
+                  self.count, held)
 
     def _open(self) -> None:
         path = Path(self.config.path)

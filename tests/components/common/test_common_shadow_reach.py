@@ -7,23 +7,13 @@ Pure: the recipes' own accessControl, as GetConfiguration returns it either way.
 import logging
 
 import pytest
-import yaml
 
 from backfill_common import access
 from backfill_common.shadow_reach import ShadowReach, unreachable
-from test_common_follow import RECIPES
+from recipe_defaults import default_config
 
 THING = "pi-1"
 COMPONENTS = ("io.backfill.Bme680Sensor", "io.backfill.TemperatureCorrection", "io.backfill.StoreAndForward")
-
-
-def default_config(name: str, interpolated: bool, thing: str = THING) -> dict:
-    """A recipe's DefaultConfiguration as GetConfiguration returns it, with or without the
-    nucleus's interpolateComponentConfiguration (the runners' tests use it too)."""
-    text = (RECIPES / f"{name}.yaml").read_text()
-    if interpolated:        # what the nucleus does with interpolateComponentConfiguration: true
-        text = text.replace("{iot:thingName}", thing)
-    return yaml.safe_load(text)["ComponentConfiguration"]["DefaultConfiguration"]
 
 
 @pytest.mark.parametrize("name", COMPONENTS)

@@ -363,7 +363,7 @@ def test_a_flood_on_the_raw_topic_is_bounded_and_counted(ipc):
 
 
 def recipe_access(interpolated: bool) -> dict:
-    from test_common_shadow_reach import default_config
+    from recipe_defaults import default_config
     return default_config("io.backfill.TemperatureCorrection", interpolated, "dev-1")["accessControl"]
 
 

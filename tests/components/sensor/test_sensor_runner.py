@@ -266,7 +266,7 @@ def test_a_reading_whose_check_fails_is_still_held_and_published(monkeypatch):
 
 
 def recipe_access(interpolated: bool) -> dict:
-    from test_common_shadow_reach import default_config
+    from recipe_defaults import default_config
     return default_config("io.backfill.Bme680Sensor", interpolated, "gw-1")["accessControl"]
 
 

@@ -60,3 +60,52 @@ def test_corruption_found_mid_run_sets_the_file_aside_and_acknowledgements_go_on
     assert len(h.store.set_aside_files) == 1 and h.store.set_aside_files[0].exists()
     reopened = Store(StoreConfig(path), h.clock)                 # a restart keeps the watermark
     assert reopened.watermark(*next(iter(reopened.runs()))) == 3099
+
+
+def test_a_set_aside_whose_new_database_cannot_be_opened_yet_is_opened_again_and_loses_nothing(tmp_path, monkeypatch):
+    """Review 9 #4: the damaged file moved aside, the new one could not be opened (the disk
+    full, a permission): the store was left closed for good, every commit retried as a
+    "closed database" for ever. Now it is opened again every few seconds, and then carries
+    over what the old file holds and what waited in memory."""
+    import sqlite3
+
+    from store_and_forward import store as store_module
+    path = tmp_path / "store.db"
+    h = Harness(path, subscribe=False)
+    h.feed(corrected(i) for i in range(3000))
+    h.step(1000)
+    assert h.port.acked() == 2999
+    real_connect, refusing = store_module.sqlite3.connect, {"on": True}
+
+    def connect(*args, **kwargs):
+        if refusing["on"]:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", connect)
+    h.damage_mid_file()
+    h.fwd.iot_subscribed(h.fwd.confirm_topic())
+    h.feed(corrected(i) for i in range(3000, 3100))
+    for _ in range(600):                                        # the damage is met within a minute
+        h.step(100)
+        if h.store.closed is not None:
+            break
+    assert h.store.closed == "unable to open database file"
+    acked = h.port.acked()
+    h.feed(corrected(i) for i in range(3100, 3110))
+    h.step(100, n=200)                                          # 20 s: several attempts to open
+    assert h.store.closed is not None
+    assert h.port.acked() == acked                              # nothing acknowledged that is not stored
+    assert h.port.reports[-1]["disk_full"] is True              # the shadow says so
+    assert len(h.store.set_aside_files) == 1 and h.store.set_aside_files[0].exists()
+    refusing["on"] = False
+    h.feed(corrected(i) for i in range(3110, 3120))
+    h.step(100, n=300)
+    assert h.store.closed is None
+    assert h.port.acked() == 3119                               # what waited, then the new ones
+    assert h.store.counters["set_aside"] == 1
+    assert {seq for (_, _, seq) in h.cloud} >= set(range(3100, 3120))
+    kept = {seq for (_, _, seq) in h.cloud} | {r.reading()["seq"] for r in h.store.scan(0, 10_000)}
+    assert len(set(range(3120)) - kept) <= h.store.counters["set_aside_readings"]   # the rest is counted
+    reopened = Store(StoreConfig(path), h.clock)                 # a restart keeps the watermark
+    assert reopened.watermark(*next(iter(reopened.runs()))) == 3119

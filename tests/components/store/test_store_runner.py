@@ -192,7 +192,7 @@ def test_a_flood_is_bounded_at_the_door_and_counted(tmp_path):
 
 
 def recipe_access(interpolated: bool) -> dict:
-    from test_common_shadow_reach import default_config
+    from recipe_defaults import default_config
     return default_config("io.backfill.StoreAndForward", interpolated, THING)["accessControl"]
 
 
