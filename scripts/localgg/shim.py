@@ -20,6 +20,7 @@ component's user, who may not be able to read localgg's sources.
 
 import json
 import os
+import pwd
 import socket
 import sys
 import time
@@ -119,7 +120,10 @@ def sudo(args):
         if os.access(real, os.X_OK) and not os.path.isdir(real):
             os.execv(real, [real] + args)
     os.environ.update(env)
-    user = os.environ.get("USER", str(os.getuid()))   # what sudo tells its command: a systemctl under it is privileged
+    try:                 # what sudo tells its command: a systemctl under it is privileged
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
     os.environ.update(SUDO_USER=user, SUDO_UID=str(os.getuid()), SUDO_GID=str(os.getgid()),
                       SUDO_COMMAND=" ".join(command))
     try:
