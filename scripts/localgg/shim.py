@@ -69,13 +69,9 @@ def ask(request):
 
 
 def read_line(sock):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
+    """One line, or what came before the end (b"" once the core has closed the connection)."""
+    with sock.makefile("rb") as stream:
+        return stream.readline()
 
 
 def systemctl(args, sudo):
