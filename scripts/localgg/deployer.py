@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from . import limits, runwith
+from . import artifacturi, limits, runwith
 from . import lifecycle as lc
 from .authz import CLI
 from .configstore import ConfigStore
@@ -213,6 +213,8 @@ class Deployer:
         request = dep.request
         try:
             plan, roots = self._plan(request)
+        except artifacturi.ArtifactUriError as exc:
+            return self._finish(dep, "FAILED", "FAILED_NO_STATE_CHANGE", str(exc), exc.stack, exc.types)
         except (RecipeError, ResolutionError, DeploymentError, ValueError, OSError) as exc:
             return self._finish(dep, "FAILED", "FAILED_NO_STATE_CHANGE", str(exc))
         # components that keep running their version are asked about their new configuration
@@ -301,8 +303,12 @@ class Deployer:
                 plan[name].run_with = {"posixUser": str(posix_user)} if posix_user else None
             elif name in self.host.specs:
                 plan[name].run_with = self.host.specs[name].run_with
+        selections = {name: recipe.select(self.platform) for name, recipe in recipes.items()}
+        # DefaultDeploymentTask: every resolved component's artifact URIs are checked before any is prepared
+        artifacturi.check_prerequisites(((n, [a.uri for a in s.artifacts]) for n, s in selections.items()),
+                                        set(versions))
         for name, recipe in recipes.items():
-            selected = recipe.select(self.platform)
+            selected = selections[name]
             self._prepare_artifacts(recipe, selected.artifacts)
             plan[name].dependencies = {d: spec.type for d, spec in recipe.dependencies.items()}
             plan[name].lifecycle = selected.lifecycle
@@ -333,6 +339,9 @@ class Deployer:
     def _prepare_artifacts(self, recipe: Recipe, artifacts) -> None:
         folder = self.artifacts_path(recipe.name, recipe.version)
         for artifact in artifacts:
+            if artifacturi.scheme(artifact.uri).upper() == "DOCKER":
+                raise DeploymentError(f"{recipe.name}@{recipe.version}: artifact {artifact.uri}: localgg does not "
+                                      f"pull Docker images (on a device {artifacturi.DOCKER_MANAGER} does)")
             path = folder / artifact.file_name
             if not path.is_file():
                 raise DeploymentError(

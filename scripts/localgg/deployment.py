@@ -19,6 +19,7 @@ pointers; "" resets everything), then the recipe defaults fill the gaps, then ME
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import base64
 from pathlib import Path
@@ -29,12 +30,18 @@ from . import semver
 from .recipe import Recipe, RecipeError, load_recipe
 
 
+SOURCE_SUFFIX = ".source"
+
+
 class ResolutionError(ValueError):
     pass
 
 
 class RecipeStore:
-    """`<root>/packages/recipes/<b64url(sha256(name))>@<version>.recipe.yaml`, as the nucleus keeps it."""
+    """`<root>/packages/recipes/<b64url(sha256(name))>@<version>.recipe.yaml`, as the nucleus keeps it.
+
+    Beside each copy, `<copy>.source` names the file it came from (a localgg addition):
+    an error found in a stored recipe names the user's file, not the copy."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -45,13 +52,26 @@ class RecipeStore:
         return self.directory / f"{digest}@{version}.recipe.yaml"
 
     def add(self, recipe: Recipe) -> None:
-        self._path(recipe.name, recipe.version).write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
+        path = self._path(recipe.name, recipe.version)
+        path.write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
+        source = path.with_name(path.name + SOURCE_SUFFIX)
+        if recipe.source:
+            source.write_text(recipe.source)
+        else:
+            source.unlink(missing_ok=True)
 
     def get(self, name: str, version: str) -> Recipe:
         path = self._path(name, version)
         if not path.exists():
             raise RecipeError(f"no recipe for {name}@{version} in {self.directory}")
-        return load_recipe(path)
+        try:
+            origin = path.with_name(path.name + SOURCE_SUFFIX).read_text()
+        except OSError:
+            return load_recipe(path)
+        try:
+            return dataclasses.replace(load_recipe(path), source=origin)
+        except RecipeError as exc:
+            raise RecipeError(str(exc).replace(str(path), origin)) from exc
 
     def versions(self, name: str) -> list[str]:
         prefix = self._path(name, "x").name.split("@")[0] + "@"

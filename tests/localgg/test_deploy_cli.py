@@ -173,3 +173,31 @@ def test_deployment_status_and_list(gg, tmp_path):
     assert status.startswith(f"{deployment_id}: SUCCEEDED\nCreated on: ")
     assert f"Deployment ID: {deployment_id}\n" in gg.cli("deployment", "list").stdout
     assert gg.state("com.example.Crashy") == "FINISHED"  # Run exited 0
+
+
+def test_a_file_uri_fails_the_deployment_as_the_nucleus_does_and_recipe_errors_name_the_users_file(gg, tmp_path):
+    """A `file:` artifact URI is the nucleus's unsupported scheme, not part of a file name; a
+    recipe error found after the recipe was stored names the user's file, not the store's copy."""
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    uri = "file:ipc_greengrass.py"
+    (recipes / "fileuri.yaml").write_text(CRASHY + f"    Artifacts:\n      - URI: {uri}\n")
+    result = gg.cli("deployment", "create", "--recipeDir", str(recipes), "--artifactDir", str(tmp_path),
+                    "--merge", "com.example.Crashy=1.0.0", "--wait", "60", check=False)
+    assert result.returncode == 1
+    assert "Detailed Status: FAILED_NO_STATE_CHANGE" in result.stdout
+    assert (f"Deployment Failure Cause: Failed to download due to bad artifact URI: {uri} for component "
+            f"com.example.Crashy. Artifact URI {uri} is invalid. Only URI schemes supported are "
+            f"[GREENGRASS, S3, DOCKER]") in result.stdout
+    assert ("Deployment Error Stack: DEPLOYMENT_FAILURE, COMPONENT_PACKAGE_LOADING_ERROR, ARTIFACT_URI_NOT_VALID, "
+            "UNSUPPORTED_ARTIFACT_SCHEME") in result.stdout
+    assert "Deployment Error Types: COMPONENT_RECIPE_ERROR" in result.stdout
+    assert "com.example.Crashy" not in gg.cli("component", "list").stdout      # nothing changed
+
+    (recipes / "fileuri.yaml").write_text(CRASHY.replace('Run: "', 'Run:\n        Timeout: soon\n        Script: "'))
+    result = gg.cli("deployment", "create", "--recipeDir", str(recipes), "--merge", "com.example.Crashy=1.0.0",
+                    "--wait", "60", check=False)
+    assert result.returncode == 1
+    cause = result.stdout.split("Deployment Failure Cause: ")[1]
+    assert cause.startswith(f"{recipes / 'fileuri.yaml'}: ") and "Timeout" in cause, result.stdout
+    assert "packages" not in cause
