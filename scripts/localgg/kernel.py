@@ -45,6 +45,8 @@ from .processes import Reaper, kill_leftover_groups, log_line
 from .pubsub import PubSub
 from .recipe import device_platform
 from .server import Dispatcher, IpcServer
+from .shims import Caller, ShimServer
+from .systemd import Service
 
 log = logging.getLogger("localgg")
 
@@ -95,6 +97,8 @@ class Kernel:
         self.dispatcher.add(*ShadowHandlers(self.shadows).operations())
         self.server = IpcServer(self.socket_path, self.authenticate, self.dispatcher)
         self.control = ControlServer(self.path("control.sock"), self, self.iotcore)
+        self.shims = ShimServer(self.path("localgg-shims"), self)   # components' systemctl and sudo
+        self.started_at = time.time()
         self.exit_requested: asyncio.Event | None = None
         self.restart_requested = False
         self.run_policy = runwith.Policy(None, "not started")
@@ -158,6 +162,8 @@ class Kernel:
         await self.shadows.start()
         await self.server.start()
         await self.control.start()
+        await self.shims.start()
+        self.started_at = time.time()
         self._write_cli_info()
         self.deployer.start()
         for comp in self.components.values():
@@ -168,6 +174,7 @@ class Kernel:
     async def stop(self) -> None:
         await self.deployer.stop()
         await asyncio.gather(*(c.close() for c in self.components.values()), return_exceptions=True)
+        await self.shims.stop()
         await self.shadows.stop()
         await self.iotcore.stop()
         await self.control.stop()
@@ -242,7 +249,7 @@ class Kernel:
 
     def environment(self, component: str) -> dict[str, str]:
         env = dict(os.environ)
-        path = self._path()
+        path = f"{self.shims.directory}:{self._path()}"   # systemctl and sudo reach this core (shims.py)
         token = self.token_for(component)
         root_ca = self.path("rootCA.pem")  # written when the thing is provisioned
         env.update({
@@ -297,6 +304,24 @@ class Kernel:
         quiet = policy.default is not None or os.geteuid() != 0
         log.log(logging.INFO if quiet else logging.WARNING, "run-with: %s", policy.note)
         return policy
+
+    def caller(self, pid: int, token: str) -> Caller | None:
+        """The component, and whether its step is privileged, that process `pid` runs for: the
+        step whose session or process group it is in, else whoever `token` (its SVCUID) names."""
+        try:
+            groups = {os.getsid(pid), os.getpgid(pid)}
+        except OSError:
+            groups = set()
+        for comp in self.components.values():
+            script = comp.script_in(groups)
+            if script is not None:
+                return Caller(comp.name, script.privileged)
+        name = self.authenticate(token)
+        return Caller(name, False) if name else None
+
+    def service(self) -> Service:
+        """greengrass.service as `systemctl status` shows it."""
+        return Service(os.getpid(), self.started_at, time.time(), str(self.root))
 
     def process_started(self, component: str, pid: int) -> None:
         self._pgids.add(pid)

@@ -157,6 +157,10 @@ class Component:
             script.kill()
         return len(self._scripts)
 
+    def script_in(self, groups: set[int]) -> Script | None:
+        """The running script whose process group (its session too) is one of `groups`."""
+        return next((s for s in self._scripts if s.pid in groups and s.running), None)
+
     @property
     def reinstall_pending(self) -> bool:
         return self._desired == NEW
@@ -250,6 +254,7 @@ class Component:
                                     log=self._log, script_name=f"services.{self.name}.lifecycle.{name.capitalize()}",
                                     state=lambda: self.state,
                                     account=self.host.run_as(self.name, found.requires_privilege))
+        script.privileged = found.requires_privilege
         self._scripts.append(script)
         self.host.process_started(self.name, script.pid)
         return script

@@ -77,6 +77,7 @@ class Script:
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future = self._loop.create_future()
         self.exit_code: int | None = None
+        self.privileged = False      # the step has RequiresPrivilege (shims.py asks)
         for stream, level, event in ((process.stdout, "INFO", "stdout"), (process.stderr, "WARN", "stderr")):
             os.set_blocking(stream.fileno(), False)
             self._loop.add_reader(stream.fileno(), self._read, stream, level, event, [b""])
