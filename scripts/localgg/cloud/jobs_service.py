@@ -76,9 +76,11 @@ class JobStore:
 
 
 class JobsService:
-    def __init__(self, cloud_dir: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cloud_dir: Path, clock: Callable[[], float] = time.time, timer_poll: float = 60.0) -> None:
+        """`timer_poll`: the longest the step-timer thread sleeps before it reads the clock again."""
         self.cloud_dir = cloud_dir
         self.clock = clock
+        self.timer_poll = timer_poll
         self.store = JobStore(cloud_dir / "jobs.db")
         self.model = self.store.load()
         self._lock = threading.Lock()
@@ -141,7 +143,7 @@ class JobsService:
                 deadline = self.model.next_deadline()
                 now = self.clock()
                 if deadline is None or deadline > now:
-                    self._wake.wait(None if deadline is None else min(deadline - now, 60))
+                    self._wake.wait(self.timer_poll if deadline is None else min(deadline - now, self.timer_poll))
                     continue
             self._apply(lambda: self.model.expire(self.clock()))
 

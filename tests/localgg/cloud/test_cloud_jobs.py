@@ -234,3 +234,45 @@ def test_jobs_and_their_executions_survive_a_restart_of_the_cloud(tmp_path):
             dev.close()
     finally:
         stop_cloud(proc)
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_step_timer_that_runs_out_times_the_execution_out_and_notifies_the_device():
+    """The service's timer thread with a clock of the test's (a step timer is at least a minute)."""
+    from localgg.cloud.jobs_service import JobsService
+    from localgg.cloud.service import Cloud
+    cloud = Cloud(short_tmp("lggt-") / "cloud")
+    cloud.start(jobs=False)
+    clock = FakeClock(1_700_000_000.0)
+    service = JobsService(cloud.directory, clock=clock, timer_poll=0.05)
+    service.start()
+    try:
+        service.control({"action": "create", "jobId": "slow-1", "targets": ["pi-slow"], "document": {"op": "x"}})
+        dev = Device(cloud.directory, "pi-slow")
+        try:
+            started = dev.jobs.start_next_pending_job_execution(iotjobs.StartNextPendingJobExecutionRequest(
+                thing_name="pi-slow", step_timeout_in_minutes=1)).result(TIMEOUT).execution
+            assert started.status == "IN_PROGRESS"
+            clock.now += 59
+            assert service.control({"action": "describe", "jobId": "slow-1", "thingName": "pi-slow"})[
+                "execution"]["approximateSecondsBeforeTimedOut"] == 1
+            clock.now += 1
+            assert dev.wait(dev.notify_next, 1)[-1].execution is None     # nothing next any more
+            described = dev.jobs.describe_job_execution(iotjobs.DescribeJobExecutionRequest(
+                thing_name="pi-slow", job_id="slow-1")).result(TIMEOUT).execution
+            assert (described.status, described.version_number) == ("TIMED_OUT", 3)
+            late = rejected(dev.jobs.update_job_execution(iotjobs.UpdateJobExecutionRequest(
+                thing_name="pi-slow", job_id="slow-1", status="SUCCEEDED")))
+            assert late.code == "InvalidStateTransition" and late.execution_state.status == "TIMED_OUT"
+        finally:
+            dev.close()
+    finally:
+        service.stop()
+        cloud.stop()
