@@ -287,6 +287,23 @@ def cmd_cloud_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(option: str, value: str, what: str) -> dict:
+    """A JSON object given on the command line, or in a file as `file://PATH` (the AWS CLI's way)."""
+    text = value
+    if text.startswith("file://"):
+        try:
+            text = Path(text[len("file://"):]).read_text()
+        except OSError as error:
+            raise CliError(f"{option} {value}: {error.strerror}")
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise CliError(f"{option} is not JSON: {error}")
+    if not isinstance(document, dict):
+        raise CliError(f"{option} must be a JSON object {what}")
+    return document
+
+
 def cmd_cloud_shadow(args: argparse.Namespace) -> int:
     """`aws iot-data get-thing-shadow|update-thing-shadow` against the cloud stand-in: the
     document goes to OUTFILE (or stdout); a rejection is said on stderr, exit status 255 as
@@ -294,15 +311,7 @@ def cmd_cloud_shadow(args: argparse.Namespace) -> int:
     from .cloud.shadow_client import request
     document = None
     if args.action == "update":
-        text = args.payload
-        if text.startswith("file://"):
-            text = Path(text[len("file://"):]).read_text()
-        try:
-            document = json.loads(text)
-        except ValueError as error:
-            raise CliError(f"--payload is not JSON: {error}")
-        if not isinstance(document, dict):
-            raise CliError("--payload must be a JSON object ({\"state\": {...}})")
+        document = _json_object("--payload", args.payload, "({\"state\": {...}})")
     operation = "get" if args.action == "status" else args.action
     ok, doc = request(_cloud_dir(args), args.thing_name, args.shadow_name or "", operation, document)
     if not ok:
@@ -343,19 +352,7 @@ def cmd_cloud_job(args: argparse.Namespace) -> int:
             raise CliError("job create: --thing-name is required (repeat it for more things)")
         if not args.document:
             raise CliError("job create: --document is required (JSON, or file://PATH)")
-        text = args.document
-        if text.startswith("file://"):
-            path = Path(text[len("file://"):])
-            try:
-                text = path.read_text()
-            except OSError as error:
-                raise CliError(f"--document {args.document}: {error.strerror}")
-        try:
-            document = json.loads(text)
-        except ValueError as error:
-            raise CliError(f"--document is not JSON: {error}")
-        if not isinstance(document, dict):
-            raise CliError("--document must be a JSON object (the job document)")
+        document = _json_object("--document", args.document, "(the job document)")
         request.update(targets=args.thing_name, document=document, description=args.description or "")
     elif args.action == "describe" and args.thing_name:
         if len(args.thing_name) > 1:

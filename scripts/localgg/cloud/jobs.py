@@ -41,7 +41,9 @@ jobs-workflow-jobs-online.md; the awsiotsdk's awsiot/iotjobs.py for the field na
   details change.
 - A job's status is IN_PROGRESS until all its executions are terminal, then COMPLETED
   (targetSelection SNAPSHOT); CancelJob cancels QUEUED executions, and IN_PROGRESS ones
-  too with force, and the job is CANCELED.
+  too with force (again on a CANCELED job), and the job is CANCELED. The control plane's
+  outputs use only members of botocore's shapes for CreateJob, CancelJob, ListJobs,
+  DescribeJob and DescribeJobExecution (test_jobs_model.py checks it).
 
 The error messages are localgg's: the guide gives the codes and when they are used, not the
 service's texts.
@@ -200,6 +202,10 @@ class Jobs:
 
     def cancel_job(self, job_id: str, now: float, force: bool = False) -> Outcome:
         job = self._job(job_id)
+        if job.status == "COMPLETED" or (job.status == "CANCELED" and not force):
+            # a CANCELED job may be cancelled again with force, for its IN_PROGRESS executions
+            raise ControlError("InvalidRequestException", f"Job {job_id} is {job.status}: it can only be canceled "
+                               "while IN_PROGRESS (or CANCELED, with force)")
         now = int(now)
         out = Outcome(jobs={job_id})
         for thing in job.targets:

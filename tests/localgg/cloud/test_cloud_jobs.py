@@ -202,6 +202,8 @@ def test_cancel_reaches_the_device_and_the_cli_refuses_as_the_aws_cli_does(cloud
     assert "DescribeJobExecution" in unknown.stderr
     not_json = job(cloud, "create", "--job-id", "x1", "--thing-name", device.thing, "--document", "{oops")
     assert not_json.returncode == 1 and "--document is not JSON" in not_json.stderr
+    no_file = job(cloud, "create", "--job-id", "x1", "--thing-name", device.thing, "--document", "file:///nonexistent")
+    assert no_file.returncode == 1 and "--document file:///nonexistent: No such file or directory" in no_file.stderr
     assert "x1" not in job(cloud, "list").stdout
 
 
