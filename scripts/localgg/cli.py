@@ -21,6 +21,8 @@ localgg's own (no greengrass-cli equivalent):
     localgg cloud publish --cloud DIR --topic T --payload P [--qos 0|1] [--retain]
     localgg cloud shadow get|update --cloud DIR --thing-name T [--shadow-name N] [--payload JSON] [OUTFILE]
     localgg cloud shadow status --cloud DIR --thing-name T [--shadow-name N]   (when the device last reported, the delta)
+    localgg cloud job create --cloud DIR --job-id ID --thing-name T [--thing-name T2 ...] --document JSON|file://PATH
+    localgg cloud job list|describe|cancel --cloud DIR [--job-id ID] [--thing-name T] [--force]
 
 The greengrass-cli commands talk to the running core over IPC, with the real awsiotsdk
 client and the token the core writes to `<root>/cli_ipc_info/`, as greengrass-cli does.
@@ -285,6 +287,23 @@ def cmd_cloud_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(option: str, value: str, what: str) -> dict:
+    """A JSON object given on the command line, or in a file as `file://PATH` (the AWS CLI's way)."""
+    text = value
+    if text.startswith("file://"):
+        try:
+            text = Path(text[len("file://"):]).read_text()
+        except OSError as error:
+            raise CliError(f"{option} {value}: {error.strerror}")
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise CliError(f"{option} is not JSON: {error}")
+    if not isinstance(document, dict):
+        raise CliError(f"{option} must be a JSON object {what}")
+    return document
+
+
 def cmd_cloud_shadow(args: argparse.Namespace) -> int:
     """`aws iot-data get-thing-shadow|update-thing-shadow` against the cloud stand-in: the
     document goes to OUTFILE (or stdout); a rejection is said on stderr, exit status 255 as
@@ -292,15 +311,7 @@ def cmd_cloud_shadow(args: argparse.Namespace) -> int:
     from .cloud.shadow_client import request
     document = None
     if args.action == "update":
-        text = args.payload
-        if text.startswith("file://"):
-            text = Path(text[len("file://"):]).read_text()
-        try:
-            document = json.loads(text)
-        except ValueError as error:
-            raise CliError(f"--payload is not JSON: {error}")
-        if not isinstance(document, dict):
-            raise CliError("--payload must be a JSON object ({\"state\": {...}})")
+        document = _json_object("--payload", args.payload, "({\"state\": {...}})")
     operation = "get" if args.action == "status" else args.action
     ok, doc = request(_cloud_dir(args), args.thing_name, args.shadow_name or "", operation, document)
     if not ok:
@@ -318,6 +329,45 @@ def cmd_cloud_shadow(args: argparse.Namespace) -> int:
         Path(args.outfile).write_text(text + "\n")
     else:
         print(text)
+    return 0
+
+
+JOB_OPERATIONS = {"create": "CreateJob", "cancel": "CancelJob", "list": "ListJobs", "describe": "DescribeJob"}
+
+
+def cmd_cloud_job(args: argparse.Namespace) -> int:
+    """`aws iot create-job|list-jobs|describe-job|describe-job-execution|cancel-job` against the
+    cloud's Jobs service (its control socket): their JSON on stdout; a refusal is said on stderr
+    as the AWS CLI says it, exit status 255."""
+    for name in ("job_id", "thing_name", "document", "description", "force"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    request: dict = {"cmd": "jobs", "action": args.action}
+    if args.action != "list":
+        if not args.job_id:
+            raise CliError(f"job {args.action}: --job-id is required")
+        request["jobId"] = args.job_id
+    if args.action == "create":
+        if not args.thing_name:
+            raise CliError("job create: --thing-name is required (repeat it for more things)")
+        if not args.document:
+            raise CliError("job create: --document is required (JSON, or file://PATH)")
+        document = _json_object("--document", args.document, "(the job document)")
+        request.update(targets=args.thing_name, document=document, description=args.description or "")
+    elif args.action == "describe" and args.thing_name:
+        if len(args.thing_name) > 1:
+            raise CliError("job describe: one --thing-name (the execution's thing)")
+        request["thingName"] = args.thing_name[0]
+    elif args.action == "cancel":
+        request["force"] = bool(args.force)
+    cloud = _cloud_dir(args)
+    reply = _control(cloud / "control.sock", request, f"no cloud is running in {cloud}")
+    if "refused" in reply:
+        operation = "DescribeJobExecution" if request.get("thingName") else JOB_OPERATIONS[args.action]
+        print(f"An error occurred ({reply['refused']['exception']}) when calling the {operation} operation: "
+              f"{reply['refused']['message']}", file=sys.stderr)
+        return 255
+    print(json.dumps(reply, indent=4))
     return 0
 
 
@@ -722,6 +772,26 @@ def parser() -> argparse.ArgumentParser:
         if action != "status":
             op.add_argument("outfile", nargs="?", help="where the document goes (default: stdout)")
         op.set_defaults(func=cmd_cloud_shadow)
+
+    job = cloud.add_parser("job", help="AWS IoT Jobs as the AWS side sees them (aws iot create-job, list-jobs, "
+                           "describe-job[-execution], cancel-job)").add_subparsers(dest="action", required=True)
+    for action, text in (("create", "create a job for things: their executions are QUEUED and notified"),
+                         ("list", "the jobs, newest first"),
+                         ("describe", "a job, or with --thing-name its execution on that thing"),
+                         ("cancel", "cancel a job: QUEUED executions (and IN_PROGRESS ones with --force)")):
+        op = job.add_parser(action, help=text)
+        op.add_argument("--cloud", required=True, metavar="DIR")
+        if action != "list":
+            op.add_argument("--job-id", required=True)
+        if action in ("create", "describe"):
+            op.add_argument("--thing-name", action="append", metavar="T",
+                            help="the target thing (create: repeat it for more things)")
+        if action == "create":
+            op.add_argument("--document", required=True, help="the job document, JSON or file://PATH")
+            op.add_argument("--description")
+        if action == "cancel":
+            op.add_argument("--force", action="store_true", help="cancel IN_PROGRESS executions too")
+        op.set_defaults(func=cmd_cloud_job)
 
     logs = sub.add_parser("logs", help="component and core logs").add_subparsers(dest="action", required=True)
     get = with_root(logs.add_parser("get"))

@@ -1,4 +1,4 @@
-"""The cloud process: the IoT Core stand-in broker, the cloud shadow service, a control socket.
+"""The cloud process: the IoT Core stand-in broker, the cloud shadow and Jobs services, a control socket.
 
 Usage::
 
@@ -10,7 +10,8 @@ Usage::
 
 `localgg cloud start --dir DIR` runs it in the foreground; `localgg fault broker ...`
 talks to its control socket (`DIR/control.sock`, one JSON object per line, as the core's
-control.py: `{"cmd": "broker", "action": "restart" | "stop" | "start" | "status", "kill": bool}`).
+control.py: `{"cmd": "broker", "action": "restart" | "stop" | "start" | "status", "kill": bool}`;
+`localgg cloud job ...` sends `{"cmd": "jobs", "action": ...}` to jobs_service.py).
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ class Cloud:
         else:
             self.broker = Broker(self.directory, port, limits)
         self.shadows = None
+        self.jobs = None
         self._control: socketserver.UnixStreamServer | None = None
 
-    def start(self, shadows: bool = True) -> None:
+    def start(self, shadows: bool = True, jobs: bool = True) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.broker.start()
         (self.directory / "endpoint.json").write_text(json.dumps(
@@ -66,6 +68,10 @@ class Cloud:
             from .shadow_service import ShadowService
             self.shadows = ShadowService(self.directory)
             self.shadows.start()
+        if jobs:
+            from .jobs_service import JobsService
+            self.jobs = JobsService(self.directory)
+            self.jobs.start()
 
     def stop(self) -> None:
         if self._control is not None:
@@ -73,6 +79,8 @@ class Cloud:
             self._control.server_close()
         if self.shadows is not None:
             self.shadows.stop()
+        if self.jobs is not None:
+            self.jobs.stop()
         self.broker.stop()
 
     def provision(self, root: Path, thing_name: str) -> None:
@@ -98,6 +106,10 @@ class Cloud:
         threading.Thread(target=self._control.serve_forever, daemon=True).start()
 
     def control(self, request: dict) -> dict:
+        if request.get("cmd") == "jobs":
+            if self.jobs is None:
+                return {"error": "this cloud runs no Jobs service"}
+            return self.jobs.control(request)
         if request.get("cmd") != "broker":
             return {"error": f"unknown command {request.get('cmd')!r}"}
         action = request.get("action")
