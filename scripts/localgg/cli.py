@@ -513,6 +513,14 @@ def cmd_component_stop(args: argparse.Namespace) -> int:
 # subscribe to anything (CLIService.authorizePubSubPermission grants `*`).
 
 TOPIC_EMPTY = "Topic name cannot be empty"
+# MqttClient.java: a filter an existing cloud filter covers sends no SUBSCRIBE
+# (findExistingSubscriberForTopic); a cloud filter is dropped only when it covers no local
+# subscriber; every PUBLISH goes to each local subscriber whose filter matches.
+IOTCORE_OVERLAP = ("Overlapping filters: 'iotcore sub -t base/#' while a component holds base/x adds a second "
+                   "IoT Core subscription, and the core keeps base/# after this command ends, for as long as "
+                   "base/x lives. The broker sends a copy per matching filter, so that component then gets "
+                   "every base/x message twice until the core restarts (the nucleus does the same, and IoT Core "
+                   "promises no de-duplication).")
 
 
 def _topic(args: argparse.Namespace) -> str:
@@ -699,12 +707,14 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     for service, help_text in (("pubsub", "local publish/subscribe"), ("iotcore", "AWS IoT Core (MQTT)")):
-        commands = sub.add_parser(service, help=help_text).add_subparsers(dest="action", required=True)
+        commands = sub.add_parser(service, help=help_text, description=IOTCORE_OVERLAP if service == "iotcore"
+                                  else None).add_subparsers(dest="action", required=True)
         pub = with_root(commands.add_parser("pub", help="Publish message to the specific topic"))
         pub.add_argument("-t", "--topic", required=True, help="The name of the topic.")
         pub.add_argument("-m", "--message", required=True,
                          help="The message that is published (a file's content when it names a file).")
-        subscribe = with_root(commands.add_parser("sub", help="Subscribe the specific topic (Ctrl-C ends it)"))
+        subscribe = with_root(commands.add_parser("sub", help="Subscribe the specific topic (Ctrl-C ends it)",
+                                                  description=IOTCORE_OVERLAP if service == "iotcore" else None))
         subscribe.add_argument("-t", "--topic", required=True, help="The name of the topic.")
         if service == "iotcore":
             for p in (pub, subscribe):

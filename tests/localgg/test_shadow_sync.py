@@ -158,3 +158,27 @@ def test_a_cloud_delete_reaches_the_device(synced, cloud_dir, app):
     topic, _ = app.request("delete", {})
     assert topic.endswith("/delete/accepted")
     wait_for(lambda: local_state(synced, client) is None, 15, message="the local shadow to be deleted")
+
+
+def test_a_number_beyond_a_double_is_refused_and_later_desired_changes_still_reach_the_device(synced, cloud_dir, app):
+    """Issue item 7: stored, 1e999 came back as `Infinity` in every delta, every sync failed
+    ("Non-standard token 'Infinity'") and no later desired change reached the device."""
+    import subprocess
+    import sys
+    client = synced.client("com.ex.App", APP)
+    client.update_thing_shadow(thing_name="dev", payload=b'{"state":{"reported":{"sampling":{"interval_s":2}}}}')
+    wait_for(lambda: cloud_state(cloud_dir) is not None, 15, message="the cloud copy")
+    payload = '{"state":{"desired":{"sampling":{"interval_s":1e999}}},"clientToken":"too-big"}'
+    result = subprocess.run([sys.executable, "-m", "localgg", "cloud", "publish", "--cloud", str(cloud_dir.directory),
+                             "--topic", "$aws/things/dev/shadow/update", "--payload", payload],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    topic, body = wait_for(lambda: next(((t, b) for t, b in list(app.messages) if b.get("clientToken") == "too-big"
+                                         and t.startswith("$aws/things/dev/shadow/update/")), None),
+                           10, message="the answer to the update")
+    assert topic == "$aws/things/dev/shadow/update/rejected"
+    assert (body["code"], body["message"]) == (400, "Invalid JSON")
+    assert "desired" not in cloud_state(cloud_dir)
+    app.request("update", {"state": {"desired": {"sampling": {"interval_s": 5}}}})
+    wait_for(lambda: (local_state(synced, client) or {}).get("desired") == {"sampling": {"interval_s": 5}}, 15,
+             message="the later desired change on the device")

@@ -118,3 +118,12 @@ def test_a_subscriber_is_told_when_the_core_ends_its_stream(gg):
     gg.stop()
     sub.wait_for_line("Subscribe to topic stream closed.")
     assert sub.stop() == 1
+
+
+def test_iotcore_help_warns_of_overlapping_filters():
+    """Issue item 5: where a user looks before typing `localgg iotcore sub -t 'base/#'`."""
+    for command in (["iotcore", "-h"], ["iotcore", "sub", "-h"]):
+        result = subprocess.run([sys.executable, "-m", "localgg", *command], capture_output=True, text=True, timeout=60)
+        text = " ".join(result.stdout.split())
+        assert result.returncode == 0
+        assert "the core keeps base/# after this command ends" in text and "every base/x message twice" in text

@@ -22,6 +22,8 @@ Rules (MqttClient.java, Spool.java, AwsIotMqtt5Client.java; docs/mqtt-spool.md):
   and `maximumReconnectDelaySeconds` (120), reset after 30 s connected; the first
   connection of a run is a clean session, later ones rejoin it; without a session the
   subscriptions are made again;
+- the certificate, key and CA files are read once per MQTT client, not per connection:
+  every reconnection after a link flap uses the loaded pair (see `_client_tls`);
 - SubscribeToIoTCore answers after SUBACK; a topic an existing subscription covers
   answers at once; before the first connection it waits; offline after that it fails.
 - storageType Disk with aws.greengrass.DiskSpooler deployed keeps the spool in
@@ -87,6 +89,7 @@ class CloudSettings:
     mqtt: str = "mqtt5"   # what the broker speaks; the Nucleus's mqtt.version wins when set
 
     def ssl_context(self) -> ssl.SSLContext:
+        """A TLS context from the files as they are now (reads them)."""
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
         context.load_cert_chain(str(self.cert), str(self.key))
         return context
@@ -159,6 +162,8 @@ class IoTCoreBridge:
         self.throttled = False  # the sender waits for the client-side rate limit right now
         self.lost_at_restart = {"last": 0, "lastBytes": 0, "total": 0}
         self._conn: MqttConnection | None = None
+        self._tls: ssl.SSLContext | None = None   # the MQTT client's, made from the files once: _client_tls
+        self.failed_connects = 0
         self._connected_once: asyncio.Event | None = None
         self._work = asyncio.Event()       # something was spooled: the sender looks again
         self._lost: asyncio.Event | None = None
@@ -259,13 +264,16 @@ class IoTCoreBridge:
         while not self._stopping:
             try:
                 conn = await MqttConnection.open(
-                    "127.0.0.1", self.link.port, self.settings.ssl_context(), client_id=self.thing_name,
+                    "127.0.0.1", self.link.port, self._client_tls(), client_id=self.thing_name,
                     clean_start=clean_start, on_message=self._on_message, on_lost=self._on_lost,
                     keepalive=int(self._number("keepAliveTimeoutMs", 0) / 1000),  # 0: no keep-alive
                     version=4 if self._mqtt_version() == "mqtt3" else 5, server_hostname=self.settings.host)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused, TLS, timeouts, a peer that does not speak MQTT...
+                self.failed_connects += 1
+                if self._mqtt_version() == "mqtt3" and not self._connected_once.is_set():
+                    self._tls = None  # MQTT 3: a connect that fails discards the client (see _client_tls)
                 delay = self.backoff(attempt)
                 attempt += 1
                 log.info("connecting to IoT Core failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
@@ -301,6 +309,26 @@ class IoTCoreBridge:
             delay = self.backoff(attempt)
             attempt += 1
             await asyncio.sleep(delay)
+
+    def _client_tls(self) -> ssl.SSLContext:
+        """The TLS context of the core's MQTT client, read from the certificate files once.
+
+        The nucleus reads the files when it builds a client, not per connection:
+        MqttClient's builderProvider calls SecurityService.getDeviceIdentityMqttConnectionBuilder
+        (AwsIotMqttConnectionBuilder.newMtlsBuilderFromPath, which loads cert and key), and
+        AwsIotMqtt5Client.internalConnect builds its Mqtt5Client once (`if (client != null)
+        return`); the CRT client then reconnects by itself with that TLS context, after any link
+        flap, for the client's life. MQTT 3 (AwsIotMqttClient.connect/establishConnection) is the
+        same once connected ("the SDK would reconnect for us"), but a connect that fails calls
+        connectionCleanup and the next attempt builds anew, so until the first connection each
+        attempt reads the files. A new client (new files read) comes only with a new core, or
+        with the reconnect() the nucleus does ~1 s after a change to system.certificateFilePath,
+        privateKeyPath, rootCaPath, thingName, iotDataEndpoint or any mqtt key (the MqttClient
+        constructor's deviceConfiguration.onAnyChange): localgg has the restart, not that
+        reconnect (docs/mqtt-spool.md 24). A context that cannot be made is tried again."""
+        if self._tls is None:
+            self._tls = self.settings.ssl_context()
+        return self._tls
 
     def _mqtt_version(self) -> str:
         return str(self._mqtt_config().get("version") or self.settings.mqtt)
@@ -488,6 +516,7 @@ class IoTCoreBridge:
     def status(self) -> dict:
         spool = self.spool  # an empty Spool is falsy (it has a length): compare with None
         return {"configured": self.configured, "online": self.online, "connections": self.connections,
+                "failedConnects": self.failed_connects,
                 "spool": {"messages": len(spool) if spool is not None else 0,
                           "bytes": spool.size if spool is not None else 0,
                           "storage": "Disk" if spool is not None and spool.store.persistent else "Memory",

@@ -28,7 +28,9 @@ shadow; delete/accepted has the deleted version, the tombstone version + 1
 LOCAL (ShadowManager) vs CLOUD (AWS IoT Core):
  1. Unparsable: LOCAL 500 "Internal service failure" + IPC ServiceError(<parser message>)
     (ipc/UpdateThingShadowRequestHandler), junk after the value ignored, UTF-16/32 read
-    (Jackson readTree); CLOUD 400 "Invalid JSON", non-UTF-8 415 (DOC device-shadow-error-messages).
+    (Jackson readTree); CLOUD 400 "Invalid JSON", non-UTF-8 415 (DOC device-shadow-error-messages);
+    CLOUD refuses a number beyond a double (1e999) as it refuses NaN: stored, it would reach the
+    device as `Infinity` in every delta (LOCAL reads it as infinity, as Jackson's DoubleNode does).
  2. Empty payload: LOCAL 400 "Missing update payload"; CLOUD 400 "Invalid JSON" (UNCERTAIN).
  3. Schema: LOCAL "Invalid JSON: <networknt 1.0.52 messages, '. '-joined, '$.' removed>"
     (resources/json/schema/update_payload_schema.json, util/JsonUtil); CLOUD "Missing required
@@ -59,6 +61,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -188,6 +191,16 @@ def _no_constants(name: str) -> object:
     raise ValueError(f"Non-standard token '{name}'")   # Jackson refuses NaN and Infinity
 
 
+def _finite_float(text: str) -> float:
+    """CLOUD: a number too large for a double (1e999) is refused like NaN, 400 "Invalid JSON".
+    Python (and Jackson's DoubleNode) would read it as infinity, which no JSON can carry back
+    out: stored, the delta would say `Infinity` and every device sync would fail on it."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"Numeric value ({text}) out of range of a double")
+    return value
+
+
 def _parse(payload: bytes | None, local: bool) -> object:
     if not payload:
         raise ShadowError(400, "Missing update payload" if local else "Invalid JSON")
@@ -196,7 +209,7 @@ def _parse(payload: bytes | None, local: bool) -> object:
         text = raw.decode(json.detect_encoding(raw) if local else "utf-8")
         limits.check_nesting(text, PARSE_DEPTH)  # never run json's recursion to the interpreter's limit
         if not local:
-            return json.loads(text, parse_constant=_no_constants)
+            return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
         text = text.lstrip(" \t\r\n")
         return json.JSONDecoder(parse_constant=_no_constants).raw_decode(text)[0] if text else _MISSING
     except UnicodeDecodeError as e:

@@ -213,3 +213,30 @@ def test_device_without_cloud_is_configured_offline(core):
     with pytest.raises(ServiceError) as err:
         client.publish_to_iot_core(topic_name="dt/x", qos="1", payload=b"x")
     assert err.value.message == "Publish to topic dt/x failed: Cannot publish because device is configured to run offline"
+
+
+def test_overlapping_cloud_filters_deliver_a_copy_per_filter_for_the_life_of_the_core(iot, cloud_dir):
+    """Issue item 5, as the nucleus does it (MqttClient.java): subscribe skips the SUBSCRIBE only
+    for a filter that an existing cloud filter covers (findExistingSubscriberForTopic), so base/#
+    after base/x is a second cloud filter; unsubscribe drops a cloud filter only when it covers
+    no local subscriber left, so base/# stays while the component's base/x lives; and the message
+    handler gives every PUBLISH the broker sends to each local subscriber whose filter matches.
+    The broker sends one PUBLISH per matching subscription (MQTT 5 section 3.3.4 allows it;
+    mosquitto 2 does it), so the component gets each message twice."""
+    from localgg.cloud import mqtt
+    component = iot.client("com.ex.Sub", ALL)
+    events = []
+    component.subscribe_to_iot_core(topic_name="base/x", qos="1", on_stream_event=events.append)
+    cli = iot.cli_client()   # what `localgg iotcore sub -t 'base/#'` does, as aws.greengrass.Cli
+    _, operation = cli.subscribe_to_iot_core(topic_name="base/#", qos="1", on_stream_event=lambda e: None)
+    cloud_topics = lambda: iot.call(lambda: iot.kernel.iotcore.cloud_subscriptions)  # noqa: E731
+    assert cloud_topics() == ["base/#", "base/x"]
+    operation.close().result(5)   # Ctrl-C on the CLI
+    assert cloud_topics() == ["base/#", "base/x"]   # base/# covers the component's base/x: kept
+    cloud = mqtt.connect(cloud_dir.directory, "test-cloud")
+    cloud.publish("base/x", b"one", qos=1).wait_for_publish(5)
+    cloud.publish("base/x", b"end", qos=1).wait_for_publish(5)
+    payloads = lambda: [e.message.payload for e in events]  # noqa: E731
+    wait_for(lambda: payloads().count(b"end") == 2, 10, message="both copies of the last message")
+    assert payloads() == [b"one", b"one", b"end", b"end"]
+    cloud.loop_stop()

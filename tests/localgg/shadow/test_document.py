@@ -216,6 +216,8 @@ def test_local_matching_version_is_accepted_and_truncated_to_int(version, curren
     (b"", 400, "Invalid JSON"),
     (b"{", 400, "Invalid JSON"),
     (b"NaN", 400, "Invalid JSON"),
+    (b'{"state":{"desired":{"sampling":{"interval_s":1e999}}}}', 400, "Invalid JSON"),   # beyond a double
+    (b'{"state":{"reported":{"a":[-1E400]}}}', 400, "Invalid JSON"),
     (b'{"state":{}} junk', 400, "Invalid JSON"),
     (b"[1]", 400, "Invalid JSON"),
     (b"null", 400, "Invalid JSON"),
@@ -238,6 +240,12 @@ def test_local_matching_version_is_accepted_and_truncated_to_int(version, curren
 def test_cloud_rejections_use_the_aws_texts(payload, code, message):
     error = rejection(payload, CLOUD)
     assert (error.code, error.message) == (code, message)
+
+
+def test_cloud_keeps_the_largest_double_and_the_smallest():
+    result = run(b'{"state":{"desired":{"big":1.7976931348623157e308,"tiny":5e-324}}}',
+                 flavour=CLOUD)
+    assert result.shadow.state["desired"] == {"big": 1.7976931348623157e308, "tiny": 5e-324}
 
 
 @pytest.mark.parametrize("token, ok", [("x" * 64, True), ("é" * 32, True), ("é" * 33, False), (5, False)])
