@@ -118,7 +118,9 @@ def test_the_launcher_reads_the_function_from_the_recipes_setenv():
            "AWS_GREENGRASS_LAMBDA_EXEC_ARGS": '["python3.11","-u","/runtime/python/lambda_runtime.py"]',
            "AWS_GREENGRASS_LAMBDA_PARAMS": '{"EnvironmentVariables":{"K":1}}'}
     assert function_settings(env) == {"python": "python3.11", "handler": "m.h", "artifact": "/a",
-                                      "variables": {"K": "1"}}
+                                      "variables": {"K": "1"}, "user": None}
+    env["AWS_GREENGRASS_LAMBDA_LINUX_PROCESS_PARAMS"] = '{"user": "ggc_user", "group": "ggc_group"}'
+    assert function_settings(env)["user"] == {"user": "ggc_user", "group": "ggc_group"}
     with pytest.raises(ValueError, match="lacks AWS_GREENGRASS_LAMBDA_EXEC_ARGS"):
         function_settings({k: v for k, v in env.items() if k != "AWS_GREENGRASS_LAMBDA_EXEC_ARGS"})
     with pytest.raises(ValueError, match="pubsubTopics"):

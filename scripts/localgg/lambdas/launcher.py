@@ -8,7 +8,10 @@ stand-in's artifact folder, so those scripts run as written. `start` stays in th
 as the component's startup process: it reads the component's configuration (GetConfiguration),
 subscribes to its event sources (pubsubTopics: PUB_SUB with SubscribeToTopic, IOT_CORE with
 SubscribeToIoTCore), reports RUNNING (UpdateState) once subscribed, and hands each message,
-as a work item, to instances of the function (runtime.py) as dispatch.py decides. SIGTERM (the
+as a work item, to instances of the function (runtime.py) as dispatch.py decides. An instance
+runs as the user in AWS_GREENGRASS_LAMBDA_LINUX_PROCESS_PARAMS (the component's, which the
+core sets as a device does: ggc_user when the core runs as root), though the launcher itself
+runs privileged, as the recipe asks. SIGTERM (the
 component's stop) ends the instances and the launcher. `stop` and `clean` have nothing left to
 do.
 
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import base64
 import json
+import grp
 import os
+import pwd
 import queue
 import shlex
 import shutil
@@ -65,9 +70,23 @@ def function_settings(env: dict) -> dict:
     if not (isinstance(exec_args, list) and exec_args and all(isinstance(a, str) for a in exec_args)):
         raise ValueError("AWS_GREENGRASS_LAMBDA_EXEC_ARGS must be a JSON list of strings")
     variables = (params or {}).get("EnvironmentVariables") or {}
+    try:
+        user = json.loads(env.get("AWS_GREENGRASS_LAMBDA_LINUX_PROCESS_PARAMS") or "null")
+    except ValueError:
+        raise ValueError("AWS_GREENGRASS_LAMBDA_LINUX_PROCESS_PARAMS is not JSON") from None
     return {"python": exec_args[0], "handler": env["AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER"],
             "artifact": env["AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH"],
-            "variables": {str(k): str(v) for k, v in variables.items()}}
+            "variables": {str(k): str(v) for k, v in variables.items()},
+            "user": user if isinstance(user, dict) and user.get("user") else None}
+
+
+def process_user(user: dict | None) -> dict:
+    """Popen's arguments to run an instance as `user` ({"user", "group"}), with the user's groups."""
+    if not user:
+        return {}
+    entry = pwd.getpwnam(user["user"])
+    gid = grp.getgrnam(user["group"]).gr_gid if user.get("group") else entry.pw_gid
+    return {"user": entry.pw_uid, "group": gid, "extra_groups": os.getgrouplist(entry.pw_name, gid)}
 
 
 def event_sources(config: dict) -> list[tuple[str, str]]:
@@ -170,9 +189,12 @@ class Launcher:
         env = dict(self.env)
         env.update(self.function["variables"])
         env["LOCALGG_LAMBDA_TIMEOUT_S"] = str(self.settings.timeout_s)
+        user = self.function.get("user") if os.geteuid() == 0 else None
+        if user:
+            env.update({"HOME": pwd.getpwnam(user["user"]).pw_dir, "USER": user["user"], "LOGNAME": user["user"]})
         process = subprocess.Popen([python, "-u", str(HERE / "runtime.py"), f"--handler={self.function['handler']}"],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
-                                   cwd=os.getcwd())
+                                   cwd=os.getcwd(), **process_user(user))
         self.processes[number] = process
         threading.Thread(target=self._read, args=(number, process), daemon=True).start()
         self.log(f"instance {number} started (pid {process.pid}, {'pinned' if self.settings.pinned else 'on-demand'})")
