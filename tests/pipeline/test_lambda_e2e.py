@@ -103,3 +103,20 @@ def test_readings_corrected_by_the_imported_lambda_reach_the_store(world):
     observer.watch("backfill/acks")
     wait_for(lambda: [a for a in observer.got("backfill/acks") if int(a["seq"]) >= top], 30,
              message="the store's acknowledgement")
+
+
+def test_on_demand_the_lambda_starts_an_instance_for_the_work_and_readings_still_reach_the_store(world):
+    core, observer = world
+    cli = core.cli_client()
+    deployment = cli.create_local_deployment(root_component_versions_to_add={LAMBDA: VERSION}, component_to_configuration={
+        LAMBDA: {"MERGE": {"pinned": False, "maxInstancesCount": 1}}}).deployment_id
+    wait_for(lambda: cli.get_local_deployment_status(deployment_id=deployment).deployment.status == "SUCCEEDED", 60)
+    log = core.kernel.root / "logs" / f"{LAMBDA}.log"
+    before = log.read_text(errors="replace").count("on-demand, timeout")
+    cli.restart_component(component_name=LAMBDA)              # the launcher reads its settings when it starts
+    wait_for(lambda: log.read_text(errors="replace").count("on-demand, timeout") > before, 30,
+             message=f"the launcher started on demand\n{log_tail(core)}")
+    count = len(stored(core))
+    wait_for(lambda: len(stored(core)) >= count + 5, 60, interval=0.2, message=f"readings in the store\n{log_tail(core)}")
+    assert all(row["correction"] == "cpu_factor" for row in stored(core)[count:])
+    assert "on-demand)" in log.read_text(errors="replace")     # "instance N started (pid P, on-demand)"
