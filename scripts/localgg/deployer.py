@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Protocol
 
 from . import artifacturi, limits, runwith
+from .lambdas import launcher as lambda_launcher
+from .lambdas.generated import LAUNCHER as LAMBDA_LAUNCHER
 from . import lifecycle as lc
 from .authz import CLI
 from .configstore import ConfigStore
@@ -59,6 +61,10 @@ AVAILABLE: dict[str, tuple[str, str, dict]] = {
     "aws.greengrass.ShadowManager": ("2.3.12", lc.RUNNING, {}),
     DISK_SPOOLER: ("1.0.3", lc.RUNNING, {}),
     "aws.greengrass.TokenExchangeService": ("2.0.3", lc.RUNNING, {}),
+    # what a Lambda component's generated recipe depends on (lambdas/generated.py); the
+    # launcher's stand-in installs its `lambda-launcher` (lambdas/launcher.py) when deployed
+    LAMBDA_LAUNCHER: ("2.0.13", lc.RUNNING, {}),
+    "aws.greengrass.LambdaRuntimes": ("2.0.8", lc.RUNNING, {}),
 }
 
 
@@ -307,6 +313,8 @@ class Deployer:
         # DefaultDeploymentTask: every resolved component's artifact URIs are checked before any is prepared
         artifacturi.check_prerequisites(((n, [a.uri for a in s.artifacts]) for n, s in selections.items()),
                                         set(versions))
+        if LAMBDA_LAUNCHER in versions and LAMBDA_LAUNCHER not in recipes:
+            lambda_launcher.install(self.artifacts_path(LAMBDA_LAUNCHER, versions[LAMBDA_LAUNCHER]))
         for name, recipe in recipes.items():
             selected = selections[name]
             self._prepare_artifacts(recipe, selected.artifacts)

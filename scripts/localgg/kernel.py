@@ -16,6 +16,7 @@ Layout under the root, as the nucleus's (docs/lifecycle-recipes.md 3.5):
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from .shadow.manager import NAME as SHADOW_MANAGER, ShadowManager
 from .ipc.pubsub import PubSubHandlers
 from .processes import Reaper, kill_leftover_groups, log_line
 from .pubsub import PubSub
-from .recipe import device_platform
+from .recipe import ci_get, device_platform
 from .server import Dispatcher, IpcServer
 from .shims import Caller, ShimServer
 from .systemd import Service
@@ -264,6 +265,14 @@ class Kernel:
             "GGC_VERSION": NUCLEUS_VERSION,
             "GG_ROOT_CA_PATH": str(root_ca) if root_ca.exists() else "",
         })
+        spec = self.specs.get(component)
+        if spec is not None and "AWS_GREENGRASS_LAMBDA_ARN" in (ci_get(spec.lifecycle, "Setenv") or {}):
+            # a Lambda component: the user its function runs as, for the launcher (lambdas/launcher.py);
+            # on a device the Lambda's process sees the same variable
+            account = self.run_as(component, False)
+            if account is not None:
+                env["AWS_GREENGRASS_LAMBDA_LINUX_PROCESS_PARAMS"] = json.dumps(
+                    {"user": account.user, "group": grp.getgrgid(account.gid).gr_name})
         return env
 
     def dependency_ready(self, name: str) -> bool:

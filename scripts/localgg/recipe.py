@@ -77,7 +77,8 @@ class Artifact:
 
     @property
     def file_name(self) -> str:
-        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+        # greengrass:<file> is the artifact CreateComponentVersion stores for an imported Lambda
+        return self.uri.rstrip("/").rsplit("/", 1)[-1].split("greengrass:", 1)[-1]
 
 
 @dataclass(frozen=True)

@@ -139,3 +139,22 @@ def test_importable_as_a_lambda_function_as_it_is(tmp_path):
     answer = json.loads(result.stdout)
     assert answer["out"]["temperature"] == 11.0 and answer["out"]["correction"] == "linear"
     assert answer["awsiot"] is False
+
+
+def test_the_greengrass_lambda_publishes_what_it_corrects(module_corrector, monkeypatch):
+    """greengrass_lambda.handler: the corrected reading goes out on CORRECTED_TOPIC (IPC from
+    inside, injected here); a non-reading is dropped; out of contract goes out uncorrected."""
+    from types import SimpleNamespace
+
+    from temperature_correction import greengrass_lambda
+    sent = []
+    monkeypatch.setenv("CORRECTED_TOPIC", "x/corrected")
+    context = SimpleNamespace(client_context=SimpleNamespace(custom={"subject": "backfill/readings/raw"}))
+    out = greengrass_lambda.handler(json.dumps(reading(cpu=40.0)).encode(), context,
+                                    publish=lambda topic, doc: sent.append((topic, doc)))
+    assert sent == [("x/corrected", out)] and out["correction"] == "cpu_factor"
+    assert greengrass_lambda.handler({"nope": 1}, context, publish=lambda *a: sent.append(a)) is None
+    assert len(sent) == 1
+    lam.configure({"method": "linear", "a": 10.0, "b": 0.0, "c": 0.0})       # 300 °C: out of contract
+    greengrass_lambda.handler(reading(seq=1), context, publish=lambda topic, doc: sent.append((topic, doc)))
+    assert sent[-1][1]["correction"] == "none" and sent[-1][1]["temperature"] == 30.0

@@ -201,3 +201,19 @@ def test_ranges_and_defaults_agree_with_the_configuration_schema():
     assert properties["window"]["type"] == "integer"
     assert tuple(properties["method"]["enum"]) == ("cpu_factor", "linear")
     assert {key: properties[key]["default"] for key in PARAMETER_KEYS} == Params().as_dict()
+
+
+def test_interleaved_devices_do_not_drift_each_other():
+    """The issue's story: pi-a alone corrects to 18.13 °C; with pi-b's hot readings
+    interleaved, one window shared across devices would have given 12.84 °C."""
+    alone = Corrector({"window": 5})
+    a_alone = [alone.correct(reading(i, 30.0, 56.7, device="pi-a"))["temperature"] for i in range(5)]
+    assert a_alone[-1] == 18.13
+    shared_window = [56.7, 86.5, 56.7, 86.5, 56.7]          # the last five CPUs, both devices mixed
+    assert round(cpu_factor(30.0, sum(shared_window) / 5, 2.25), 2) == 12.84
+    both = Corrector({"window": 5})
+    a_mixed = []
+    for i in range(5):
+        a_mixed.append(both.correct(reading(i, 30.0, 56.7, device="pi-a"))["temperature"])
+        both.correct(reading(i, 30.0, 86.5, device="pi-b"))
+    assert a_mixed == a_alone
