@@ -103,7 +103,19 @@ def cmd_test(args: list[str]) -> int:
               "install it, then run this again.", file=sys.stderr)
         return 1
     say("running the tests")
-    return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=venv_env()).returncode
+    return subprocess.run([str(PYTHON), "-m", "pytest", *test_workers(args), *args], cwd=ROOT,
+                          env=venv_env()).returncode
+
+
+def test_workers(args: list[str]) -> list[str]:
+    """Two pytest-xdist workers, a test module to one worker (its module fixtures stay whole):
+    most end-to-end time is waiting (on a link, a commit, a backoff), so two halves share two
+    cores well. Any -n given by the user wins; -s and --pdb (a person watching) run in one process."""
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) for a in args) or "no:xdist" in args:
+        return []
+    if any(a in ("-s", "--capture=no", "--pdb") for a in args):
+        return []
+    return ["-n", "2", "--dist", "loadfile"]
 
 
 def cmd_bench(args: list[str]) -> int:
