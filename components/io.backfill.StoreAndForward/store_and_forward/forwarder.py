@@ -32,7 +32,7 @@ from backfill_common import contracts, strictjson
 from backfill_common.fastcheck import compile_contract
 from backfill_common.problems import Problems
 
-from . import packer, watermark
+from . import live, packer, watermark
 from .ledger import ONLINE, UNKNOWN, InFlight, Ledger
 from .rate import RatePlan
 from .planner import Planner, Prepared
@@ -123,6 +123,8 @@ class Forwarder:
         self._pending: list[dict] = []
         self._dead: list[DeadLetter] = []
         self._pending_since: Optional[int] = None
+        self._live_keys: dict[tuple, str] = {}          # (device, run, seq) in a batch sent from memory -> its id
+        self._must_commit = False                       # readings taken back from memory: committed next
         self.plan: Optional[Planner] = None             # what to send next, and when
         self._retry_at = 0
         self._subscribed: set[str] = set()
@@ -141,6 +143,7 @@ class Forwarder:
         self._state_report_at = 0
         self._maintenance_at = now + MAINTENANCE_MS
         self._checkpoint_at = now
+        self._counters_at = now                         # live confirmations save the counters from then on
         self.ledger: Optional[Ledger] = None
         self._more = False
         self._dead_flight: Optional[tuple] = None       # (letter id, key, payload, sent ms): one at a time
@@ -184,6 +187,7 @@ class Forwarder:
                                 now=self.clock.mono_ms())
         else:
             self.plan.timing(s["max_latency_ms"], self.commit_wait_ms)
+        self._spill(self.clock.mono_ms(), "new settings")     # what went from memory is committed
         if switched:        # batches (and a dead letter) in flight wait for a confirmation that will not come now
             self.ledger.forget(lambda entry: True)
             self._dead_flight = None       # still stored: sent again under the new mode, once
@@ -252,6 +256,9 @@ class Forwarder:
             return
         self._latest = reading
         self._synced_runs[key] = bool(reading["clock_synced"])
+        if (key[0], key[1], reading["seq"]) in self._live_keys:    # a resend of what is in flight from memory
+            self.store.add_counts(duplicates=1)                     # acknowledged at its confirmation
+            return
         self._queue(reading, now)
 
     def _dead_letter(self, topic: str, raw: bytes, reason: str, doc: object, now: int) -> None:
@@ -305,6 +312,7 @@ class Forwarder:
             log.info("the database is writable again")
         self.disk_full = False
         self._pending, self._dead, self._pending_since = [], [], None
+        self._must_commit = False
         self._landed(result, arrived)
         return True
 
@@ -318,6 +326,8 @@ class Forwarder:
         if result.inserted:
             self.plan.committed(arrived)
         if result.retimed_runs:
+            self._spill(self.clock.mono_ms(), "a run re-timed", lambda e: bool(e.runs & result.retimed_runs),
+                        commit=False)
             self.ledger.forget(lambda e: bool(e.runs & result.retimed_runs))
             self._rewind()
             self.plan.changed()
@@ -429,6 +439,7 @@ class Forwarder:
         what was in flight is forgotten (its readings stay in the old file, counted)."""
         ids = [tag for entry in self.ledger.entries() for tag in entry.tags]
         min_id = max([self.plan.live_upto, self.plan.cursor, *ids])
+        self._spill(self.clock.mono_ms(), "database damaged", commit=False)   # committed to the new database
         # first: whatever set_aside meets, no old batch may confirm (delete) rows of the new file
         self.ledger.forget(lambda entry: True)
         self._undeleted.clear()            # row ids of the old file
@@ -476,6 +487,9 @@ class Forwarder:
         if was != ONLINE:
             self._hold_anchor = now
             self._rewind()
+        if entry is not None and entry.memory is not None:
+            self._confirmed_live(entry, now)
+            return
         try:
             if entry is not None:
                 if entry.keep:
@@ -500,6 +514,9 @@ class Forwarder:
         if self.store.closed is not None and not self._reopen(now):
             self._report(now)
             return max(1, min(1000, self._disk_retry_at - now))
+        self._live_watch(now)
+        if self._pending_since is not None and now >= self.plan.due_at(self._pending_since) and self._live_open(now):
+            self._send_live(now)
         if self._commit_due(now) and (not self.disk_full or now >= self._disk_retry_at):
             self.commit(now)
         try:
@@ -544,8 +561,10 @@ class Forwarder:
         commit early would go nowhere sooner, and each tick would commit one reading."""
         if self._pending_since is None:
             return False
-        if now - self._pending_since >= self.commit_wait_ms:
+        if self._must_commit:
             return True
+        if now - self._pending_since >= self.commit_wait_ms:     # unless it goes from memory (live.py)
+            return now >= self.plan.due_at(self._pending_since) or not self._live_open(now)
         if not self.plan.latency_due(now) or now < self._retry_at or len(self.ledger) or self.plan.prepared:
             return False
         if self.settings["confirm"] == "spooled":
@@ -555,6 +574,104 @@ class Forwarder:
             ready = self.ledger.link in (ONLINE, UNKNOWN) and self.confirm_topic() in self._subscribed \
                 and self.ledger.wants(now) is not None
         return ready and self.rate.publishes.wait_ms(now, 1) == 0
+
+    # -- forwarding from memory (live.py) ------------------------------------------------------
+    def _live_open(self, now: int) -> bool:
+        """The steady online state in which what waits in memory goes without being written:
+        a confirmation that comes back, the link answering, nothing stored to send first (a
+        backlog, a dead letter), nothing stored in flight, no readings held, and the
+        confirmation window and the retry time letting a batch go."""
+        store = self.store
+        return (not self._must_commit and store.count == 0 and store.dead_count == 0 and not self._dead
+                and self.settings["confirm"] != "spooled" and self.ledger.link == ONLINE
+                and self.confirm_topic() in self._subscribed and not store.stale and store.closed is None
+                and not self.disk_full and not self._undeleted and self._dead_flight is None
+                and self._dead_gone is None and self.plan.prepared is None and now >= self._retry_at
+                and all(entry.memory is not None for entry in self.ledger.entries())
+                and self.ledger.wants(now) == "batch" and not self._hold_active(now)
+                and live.refusal(self._pending, store.resolved, store.retimer) is None)
+
+    def _send_live(self, now: int) -> bool:
+        """What waits in memory, packed and published as one batch, kept in the ledger with its
+        readings (nothing written). False: it could not go (too large for one batch, the rate
+        plan, a refused publish): it is committed as usual."""
+        capacity = min(self.capacity, packer.capacity(self.ledger.room(), self.topic,
+                                                      self.settings["billing_unit_bytes"]))
+        batch = live.pack(self._pending, capacity)
+        if batch is None or batch.id in self.ledger:
+            return False
+        nbytes = len(batch.payload) + len(self.topic)
+        if self.rate.wait_ms(now, nbytes) or not self._publish(batch.payload, now):
+            return False
+        self.rate.take(now, nbytes)
+        units = batch.units(self.topic, self.settings["billing_unit_bytes"])
+        self.store.add_counts(sent=len(batch), batches=1, units=units)
+        readings = tuple(self._pending)
+        runs = frozenset((batch.device, run) for run, _, _ in batch.keys)
+        self.ledger.record(InFlight(batch.id, (), runs, batch.payload, units, now, memory=readings), now)
+        for reading in readings:
+            self._live_keys[(reading["device"], reading["run"], reading["seq"])] = batch.id
+        self._pending, self._pending_since = [], None
+        return True
+
+    def _confirmed_live(self, entry: InFlight, now: int) -> None:
+        """IoT Core has a batch sent from memory: its runs' watermarks are saved, then its
+        readings are acknowledged. If they cannot be saved, the readings are committed."""
+        readings = list(entry.memory)
+        save = now >= self._counters_at
+        try:
+            acks = self.store.confirmed_live(readings, save_counters=save)
+        except Exception as error:
+            self._spill(now, "could not save the watermarks", lambda e: False, commit=False, also=[entry])
+            if isinstance(error, sqlite3.DatabaseError) and is_corruption(error):
+                raise
+            self.problems.add("storage", f"could not save a confirmed batch's watermarks ({error}); "
+                              "committing its readings")
+            self.commit(now)
+            return
+        if save:            # the counters at most every checkpoint_interval_s (a commit saves them too)
+            self._counters_at = now + int(self.settings["checkpoint_interval_s"] * 1000)
+        for reading in readings:
+            self._live_keys.pop((reading["device"], reading["run"], reading["seq"]), None)
+        self._publish_acks(acks)
+
+    def _spill(self, now: int, why: str, predicate=lambda entry: True, commit: bool = True,
+               also: Optional[list] = None) -> None:
+        """Batches sent from memory (those `predicate` picks, and `also`) are taken back: their
+        readings are committed by the normal path (now, or at the next tick), acknowledged,
+        and forwarded from the store (a copy may reach the cloud twice: it dedupes)."""
+        if self.ledger is None:
+            return
+        entries = self.ledger.forget(lambda e: e.memory is not None and predicate(e)) + (also or [])
+        if not entries:
+            return
+        readings = [reading for entry in sorted(entries, key=lambda e: e.first_order) for reading in entry.memory]
+        for reading in readings:
+            self._live_keys.pop((reading["device"], reading["run"], reading["seq"]), None)
+        log.info("%s: committing %d reading(s) sent from memory", why, len(readings))
+        self._pending[:0] = readings
+        since = now - self.settings["max_latency_ms"]          # they have waited: they go at once
+        self._pending_since = since if self._pending_since is None else min(self._pending_since, since)
+        self._must_commit = True
+        if commit and (not self.disk_full or now >= self._disk_retry_at):
+            self.commit(now)
+
+    def _live_watch(self, now: int) -> None:
+        """No confirmation can come for what went from memory (the link lost, the subscription
+        ended): commit it."""
+        if self.ledger.memory_entries() and (self.ledger.link != ONLINE or
+                                             self.confirm_topic() not in self._subscribed):
+            self._spill(now, f"link {self.ledger.link}")
+
+    def _due(self, now: int) -> list[InFlight]:
+        """The ledger's batches to send again; one sent from memory is committed instead (the
+        ledger may just have found the link down: then all of them)."""
+        due = self.ledger.due(now)
+        late = {e.batch_id for e in due if e.memory is not None}
+        if late or self.ledger.link != ONLINE:
+            self._spill(now, "no confirmation in time",
+                        lambda e: e.batch_id in late or self.ledger.link != ONLINE)
+        return [e for e in due if e.memory is None]
 
     def _unsendable(self) -> None:
         """Readings too large for any batch (the planner set them apart): moved to the dead
@@ -575,7 +692,7 @@ class Forwarder:
         if mode != "spooled" and self.confirm_topic() not in self._subscribed:
             return
         if mode != "spooled":
-            for entry in self.ledger.due(now):
+            for entry in self._due(now):
                 nbytes = len(entry.payload) + len(self.topic)
                 if self.rate.wait_ms(now, nbytes):
                     return
@@ -771,6 +888,7 @@ class Forwarder:
     def _forget_runs(self) -> None:
         """Keep the clock flags only of runs the store still knows or that wait to be committed."""
         waiting = {(r["device"], r["run"]) for r in self._pending}
+        waiting |= {(r[0], r[1]) for r in self._live_keys}
         self._synced_runs = {key: synced for key, synced in self._synced_runs.items()
                              if key in waiting or self.store.knows(key)}
 
@@ -850,6 +968,7 @@ class Forwarder:
             times.append(self._undeleted_at)
         if self._pending_since is not None:
             times.append(self._disk_retry_at if self.disk_full else self._pending_since + self.commit_wait_ms)
+            times.append(self.plan.due_at(self._pending_since))
         deadline = self.ledger.next_deadline(now)
         if deadline is not None:
             times.append(deadline)
@@ -868,8 +987,10 @@ class Forwarder:
         return max(1, min(1000, min(future) - now)) if future else 1000
 
     def close(self) -> None:
-        """Commit what is held, acknowledge it, report, close the store."""
+        """Commit what is held (what is in flight from memory too), acknowledge it, report,
+        close the store."""
         try:
+            self._spill(self.clock.mono_ms(), "closing", commit=False)
             self.commit()
         finally:
             try:

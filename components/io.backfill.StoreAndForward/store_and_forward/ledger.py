@@ -63,6 +63,7 @@ class InFlight:
     carried: bool = False          # in flight across an outage: its spooled copy may be gone
     probe: bool = False
     keep: bool = False             # a confirmation does not delete its readings
+    memory: Optional[tuple] = None  # a batch sent from memory (live.py): its readings, not stored
 
 
 class Ledger:
@@ -98,6 +99,10 @@ class Ledger:
 
     def entries(self) -> list[InFlight]:
         return list(self._entries.values())
+
+    def memory_entries(self) -> list[InFlight]:
+        """Batches sent from memory (their readings are not stored)."""
+        return [e for e in self._entries.values() if e.memory is not None]
 
     def row_ids(self) -> set:
         ids: set = set()

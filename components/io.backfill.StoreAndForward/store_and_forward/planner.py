@@ -102,7 +102,12 @@ class Planner:
         memory then is committed to go with it (the forwarder's _commit_due)."""
         if self.waiting_since is None:
             return None
-        return self.waiting_since + self.max_latency_ms - min(self.commit_wait_ms, MARGIN_MS)
+        return self.due_at(self.waiting_since)
+
+    def due_at(self, since: int) -> int:
+        """When a reading that arrived at `since` leaves in a partial batch (the forwarder
+        sends what waits in memory then: live.py)."""
+        return since + self.max_latency_ms - min(self.commit_wait_ms, MARGIN_MS)
 
     def worth_packing(self, now: int, unsent_rows: int, capacity: int) -> bool:
         """Worth a scan: the oldest has waited enough, or a full batch may be there."""

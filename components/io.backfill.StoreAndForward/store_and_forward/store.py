@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 COUNTERS = ("received", "stored", "duplicates", "sent", "resent", "confirmed", "evicted", "rejected",
             "dead_lettered", "given_up", "retimed", "batches", "units", "publish_errors", "storage_errors",
             "set_aside", "set_aside_readings", "dead_evicted", "dead_dropped",
-            "dead_forwarded", "conflicts", "overloaded")
+            "dead_forwarded", "conflicts", "overloaded", "live")
 PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (a clock not set yet)
 BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -410,6 +410,66 @@ class Store:
     def watermark(self, device: str, run: str) -> int:
         mark = self._marks.get((device, run))
         return mark.acked if mark else -1
+
+    def resolved(self, key: tuple, seq: int) -> bool:
+        """This reading of run `key` is resolved already (stored, acknowledged, given up)."""
+        mark = self._marks.get(key)
+        return mark is not None and mark.has(seq)
+
+    def confirmed_live(self, readings: list[dict], save_counters: bool = False) -> list[dict]:
+        """Readings IoT Core confirmed that were never stored (sent from memory: live.py):
+        their runs' watermarks (and clocks) advance in one small transaction on the runs
+        table only, so that a copy arriving later, after a restart too, is a duplicate, and
+        acknowledgements stay a contiguous prefix. Returns the acknowledgements to publish
+        (the run's watermark, as commit's). They count as `confirmed` and `live`; the counters
+        are saved with them when `save_counters` (or readings were given up), else with the
+        next write. Raises DiskFull (nothing kept; state unchanged)."""
+        marks: dict[tuple, Watermark] = {}
+        clocks: dict[tuple, object] = {}
+        held: dict[tuple, int] = {}
+        for reading in readings:
+            key = (reading["device"], reading["run"])
+            if key not in marks:
+                marks[key] = self._marks[key].copy() if key in self._marks else Watermark()
+                clocks[key] = self.retimer.state(key)
+            marks[key].add(reading["seq"])
+            self.retimer.observe(key, reading["seq"], reading["t"], reading["mono"])
+            if "held_from" in reading:
+                held[key] = max(held.get(key, -1), reading["held_from"])
+        given_up = {key: marks[key].give_up_below(held_from) for key, held_from in held.items()}
+        counters = dict(self.counters)
+        counters["confirmed"] += len(readings)
+        counters["live"] += len(readings)
+        counters["given_up"] += sum(given_up.values())
+        try:
+            with self._transaction():
+                for key, mark in marks.items():
+                    # UPDATE in place: the row keeps its rowid, so its primary-key index page is
+                    # not rewritten (INSERT OR REPLACE writes both pages: 8 KB more per batch)
+                    state = self.retimer.state(key) or (None, None)
+                    values = [mark.acked, json.dumps(mark.above), state[0], state[1],
+                              self._given_up.get(key, 0) + given_up.get(key, 0), self.clock.wall_ms()]
+                    if not self.db.execute("UPDATE runs SET acked = ?, above = ?, offset = ?, max_seq = ?, "
+                                           "given_up = ?, seen = ? WHERE device = ? AND run = ?",
+                                           values + list(key)).rowcount:
+                        self._save_run(key, mark, values[4])
+                if save_counters or given_up and any(given_up.values()):
+                    self._save_meta(counters, self.count)
+        except Exception:
+            for key, state in clocks.items():
+                if state is None:
+                    self.retimer.forget(key)
+                else:
+                    self.retimer.load(key, *state)
+            raise
+        acks = []
+        self.counters = counters
+        for key, mark in marks.items():
+            self._marks[key] = mark
+            self._given_up[key] = self._given_up.get(key, 0) + given_up.get(key, 0)
+            if mark.acked >= 0:
+                acks.append({"device": key[0], "run": key[1], "seq": mark.acked})
+        return acks
 
     def commit(self, readings: list[dict], dead: Iterable[DeadLetter] = ()) -> CommitResult:
         """Store valid readings (dicts after the contract check, numbers as ints) and dead
