@@ -104,7 +104,7 @@ def test_a_partial_batch_waits_for_max_latency(db):
 
 
 def test_a_lost_batch_is_sent_again_with_the_same_id(db):
-    h = Harness(db, confirm_timeout_s=5)
+    h = Harness(db, confirm_timeout_s=5, forward_from_memory=False)   # a stored batch (from memory: test_store_live.py)
     h.feed([corrected(0)])
     h.step(600, n=2)
     h.echo = False

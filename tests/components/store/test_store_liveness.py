@@ -100,8 +100,9 @@ def test_every_stored_reading_is_sent_once_the_link_is_up(ops):
 
 
 def test_switching_confirm_to_spooled_live_sends_what_was_waiting_for_an_echo(tmp_path):
-    """The heart issue, item 10: batches in flight waited for an echo that no longer came."""
-    h = Harness(tmp_path / "store.db")
+    """The heart issue, item 10: batches in flight waited for an echo that no longer came.
+    Stored batches (one from memory is committed at the change: test_store_live.py)."""
+    h = Harness(tmp_path / "store.db", forward_from_memory=False)
     h.feed([corrected(0)])
     h.step(100, n=50)
     h.echo = False

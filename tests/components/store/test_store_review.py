@@ -119,7 +119,7 @@ def test_a_bad_held_from_on_a_plausible_seq_still_resolves_that_seq(tmp_path):
 def test_confirmed_rows_whose_delete_met_a_full_disk_are_deleted_later_not_stranded(tmp_path, monkeypatch):
     """The heart issue's review (S3): a delete of confirmed rows that failed on a full disk left
     them stored behind the cursor: never sent again, never deleted, the backlog never empty."""
-    h = Harness(tmp_path / "store.db")
+    h = Harness(tmp_path / "store.db", forward_from_memory=False)      # stored batches
     h.feed(corrected(i) for i in range(10))
     h.step(100, n=100)
     delete = store_module.Store.delete

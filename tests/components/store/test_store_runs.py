@@ -85,7 +85,7 @@ def test_beyond_max_runs_the_runs_unseen_longest_go_first(tmp_path):
         h.step(1000, n=30)
     h.link_up = False
     h.feed([corrected(0, run="dddddddd")])             # held: never forgotten
-    h.step(1000, n=3)
+    h.step(1000, n=40)                                 # sent from memory, unconfirmed: committed
     assert h.store.prune_runs(max_runs=5) == 8
     assert run_rows(h) == set(runs[-4:]) | {"dddddddd"}
 
