@@ -1,8 +1,10 @@
 """The correction as an imported Lambda, end to end on localgg: scripts/import-lambda --local
 makes the component as CreateComponentVersion would (the generated recipe, ComponentType
 aws.greengrass.lambda, its lambda-artifact.zip for this machine's architecture and Python
-3.11), and it is deployed in place of io.backfill.TemperatureCorrection, between the sensor
-and the store, with the accessControl import-lambda wrote. localgg's LambdaLauncher stand-in
+3.11), written into a copy of the build, and `scripts/deploy-local --correction lambda`
+deploys it through localgg's CLI as a user would: in place of io.backfill.TemperatureCorrection,
+between the sensor and the store, with the accessControl import-lambda wrote (the sensor,
+the Lambda and the store RUNNING, neither the bundle nor the generic correction deployed). localgg's LambdaLauncher stand-in
 runs it as the recipe says: `lambda-launcher start`, pinned, NoContainer, the handler invoked
 per message on backfill/readings/raw with /usr/bin/python3.11 and only the zip's packages.
 
@@ -13,7 +15,11 @@ readings are all acknowledged (the store got them through the Lambda)."""
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
+import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from conftest import DEVICE_ENV, CoreThread, component_user, device_tmp, process_user, short_tmp, wait_for
-from pipeline_harness import REPO, SENSOR, STORE, VERSION, Observer, built, component_pids, log_tail, nucleus_setup
+from pipeline_harness import (BUNDLE, CORRECTION, REPO, SENSOR, STORE, VERSION, Observer, built, component_pids, log_tail,
+                              nucleus_setup)
 
 LAMBDA = "io.backfill.TemperatureCorrectionLambda"
 RAW, CORRECTED = "backfill/readings/raw", "backfill/readings/corrected"
@@ -33,29 +40,31 @@ ARCH = {"x86_64": "amd64", "aarch64": "aarch64"}[platform.machine()]
 
 @pytest.fixture(scope="module")
 def world():
-    recipes, artifacts = built()                  # the components, and the runtime's wheels in the cache
-    local, out = short_tmp("bfl-"), short_tmp("bflo-")
+    recipes, _ = built()                          # the components, and the runtime's wheels in the cache
+    build, out = short_tmp("bfl-") / "greengrass-build", short_tmp("bflo-")
+    shutil.copytree(recipes.parent, build)        # the session's build stays as built
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "import-lambda"), "--arch", ARCH,
-                             "--python", "3.11", "--local", str(local), "--out", str(out)],
+                             "--python", "3.11", "--local", str(build), "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    access = json.loads((out / "lambda-config.json").read_text())
     with pytest.MonkeyPatch.context() as env:
         for key, value in DEVICE_ENV.items():
             env.setenv(key, value)
         core = CoreThread(device_tmp("bfL-") / "gg", nucleus_setup())
         try:
             observer = Observer(core).watch(RAW).watch(CORRECTED)
-            cli = core.cli_client()
-            for recipe_dir, artifact_dir, versions, config in (
-                    (recipes, artifacts, {SENSOR: VERSION, STORE: VERSION}, {SENSOR: {"MERGE": SIMULATED}}),
-                    (local / "recipes", local / "artifacts", {LAMBDA: VERSION}, access)):
-                deployment = cli.create_local_deployment(
-                    recipe_directory_path=str(recipe_dir), artifacts_directory_path=str(artifact_dir),
-                    root_component_versions_to_add=versions, component_to_configuration=config).deployment_id
-                status = wait_for(lambda: (lambda s: s if s.status in ("SUCCEEDED", "FAILED") else None)(
-                    cli.get_local_deployment_status(deployment_id=deployment).deployment), 300, interval=0.2)
-                assert status.status == "SUCCEEDED", f"{status}\n{log_tail(core)}"
+            # as a user deploys it: scripts/deploy-local, with localgg's CLI for greengrass-cli
+            result = subprocess.run(
+                [sys.executable, str(REPO / "scripts" / "deploy-local"), "--correction", "lambda", "--cli",
+                 f"{shlex.quote(sys.executable)} -m localgg", "--build", str(build), "--lambda-config",
+                 str(out / "lambda-config.json"), "--config", json.dumps({SENSOR: {"MERGE": SIMULATED}}),
+                 "--timeout", "300"], env=dict(os.environ, GGC_ROOT_PATH=str(core.kernel.root)),
+                capture_output=True, text=True, timeout=330)
+            assert result.returncode == 0, f"deploy-local:\n{result.stdout}\n{result.stderr}\n{log_tail(core)}"
+            listed = dict(re.findall(r"^  (\S+)\s+\S+\s+(\S+)$", result.stdout, re.M))
+            assert {name: listed.get(name) for name in (SENSOR, LAMBDA, STORE)} == dict.fromkeys(
+                (SENSOR, LAMBDA, STORE), "RUNNING"), result.stdout
+            assert CORRECTION not in listed and BUNDLE not in listed, result.stdout
             yield core, observer
         finally:
             core.close()
