@@ -49,7 +49,16 @@ def access_control(name: str, raw: str = RAW, corrected: str = CORRECTED) -> dic
 def lambda_config(value: Optional[str]) -> tuple[str, dict]:
     """(component name, its MERGE) from import-lambda's lambda-config.json (a path or the JSON),
     or, without one, what import-lambda writes with its defaults."""
-    config = load_config(value) if value is not None else access_control(LAMBDA)
+    if value is None:
+        config = access_control(LAMBDA)
+    elif not value.lstrip().startswith("{") and not Path(value).is_file():
+        raise SystemExit(f"--lambda-config: no file {value} (scripts/import-lambda writes lambda-config.json "
+                         "into its --out folder)")
+    else:
+        try:
+            config = load_config(value)
+        except SystemExit as error:
+            raise SystemExit(str(error.code).replace("--config", "--lambda-config", 1)) from None
     if len(config) != 1:
         raise SystemExit(f"--lambda-config names {len(config)} components: import-lambda's "
                          '{"<component>": {"MERGE": {"accessControl": ...}}} names one')

@@ -111,5 +111,9 @@ def test_each_form_refuses_configuration_for_the_correction_it_leaves_out(tmp_pa
     assert result.returncode != 0 and "names 2 components" in result.stderr
     result = dry("--correction", "lambda", "--lambda-config", json.dumps({LAMBDA: {"MERGE": {"pinned": True}}}))
     assert result.returncode != 0 and "accessControl" in result.stderr
+    result = dry("--correction", "lambda", "--lambda-config", str(tmp_path / "none.json"))
+    assert result.returncode != 0 and f"--lambda-config: no file {tmp_path / 'none.json'}" in result.stderr
+    result = dry("--correction", "lambda", "--lambda-config", "{not json")
+    assert result.returncode != 0 and "--lambda-config: not JSON" in result.stderr
     result = dry("--lambda-version", "1.0.0")
     assert result.returncode != 0 and "--lambda-version goes with --correction lambda" in result.stderr
