@@ -10,7 +10,9 @@ per message on backfill/readings/raw with /usr/bin/python3.11 and only the zip's
 
 Checked: readings corrected by the Lambda reach the store's database, with the CPU window
 of the pinned instance (one process for every invocation: globals kept), and the sensor's
-readings are all acknowledged (the store got them through the Lambda)."""
+readings are all acknowledged (the store got them through the Lambda); on demand, likewise;
+and deploy-local's component form takes the Lambda's place (the generic correction RUNNING,
+the Lambda component removed and its processes gone)."""
 
 from __future__ import annotations
 
@@ -53,21 +55,25 @@ def world():
         core = CoreThread(device_tmp("bfL-") / "gg", nucleus_setup())
         try:
             observer = Observer(core).watch(RAW).watch(CORRECTED)
-            # as a user deploys it: scripts/deploy-local, with localgg's CLI for greengrass-cli
-            result = subprocess.run(
-                [sys.executable, str(REPO / "scripts" / "deploy-local"), "--correction", "lambda", "--cli",
-                 f"{shlex.quote(sys.executable)} -m localgg", "--build", str(build), "--lambda-config",
-                 str(out / "lambda-config.json"), "--config", json.dumps({SENSOR: {"MERGE": SIMULATED}}),
-                 "--timeout", "300"], env=dict(os.environ, GGC_ROOT_PATH=str(core.kernel.root)),
-                capture_output=True, text=True, timeout=330)
-            assert result.returncode == 0, f"deploy-local:\n{result.stdout}\n{result.stderr}\n{log_tail(core)}"
-            listed = dict(re.findall(r"^  (\S+)\s+\S+\s+(\S+)$", result.stdout, re.M))
+            listed = deploy_local(core, build, "--correction", "lambda", "--lambda-config",
+                                  str(out / "lambda-config.json"), "--config", json.dumps({SENSOR: {"MERGE": SIMULATED}}))
             assert {name: listed.get(name) for name in (SENSOR, LAMBDA, STORE)} == dict.fromkeys(
-                (SENSOR, LAMBDA, STORE), "RUNNING"), result.stdout
-            assert CORRECTION not in listed and BUNDLE not in listed, result.stdout
-            yield core, observer
+                (SENSOR, LAMBDA, STORE), "RUNNING"), listed
+            assert CORRECTION not in listed and BUNDLE not in listed, listed
+            yield core, observer, build
         finally:
             core.close()
+
+
+def deploy_local(core, build: Path, *args: str) -> dict[str, str]:
+    """scripts/deploy-local as a user runs it, with localgg's CLI for greengrass-cli: the
+    components' states it printed (it fails the test unless the deployment SUCCEEDED)."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "deploy-local"), "--cli",
+                             f"{shlex.quote(sys.executable)} -m localgg", "--build", str(build), "--timeout", "300",
+                             *args], env=dict(os.environ, GGC_ROOT_PATH=str(core.kernel.root)),
+                            capture_output=True, text=True, timeout=330)
+    assert result.returncode == 0, f"deploy-local:\n{result.stdout}\n{result.stderr}\n{log_tail(core)}"
+    return dict(re.findall(r"^  (\S+)\s+\S+\s+(\S+)$", result.stdout, re.M))
 
 
 def stored(core) -> list[dict]:
@@ -85,7 +91,7 @@ def stored(core) -> list[dict]:
 
 
 def test_readings_corrected_by_the_imported_lambda_reach_the_store(world):
-    core, observer = world
+    core, observer, _ = world
     assert core.kernel.state_of(LAMBDA) == "RUNNING"
     wait_for(lambda: len(stored(core)) >= 10, 60, interval=0.2, message=f"corrected readings in the store\n{log_tail(core)}")
     raw = {(r["run"], int(r["seq"])): r for r in observer.got(RAW)}
@@ -115,7 +121,7 @@ def test_readings_corrected_by_the_imported_lambda_reach_the_store(world):
 
 
 def test_on_demand_the_lambda_starts_an_instance_for_the_work_and_readings_still_reach_the_store(world):
-    core, observer = world
+    core, observer, _ = world
     cli = core.cli_client()
     deployment = cli.create_local_deployment(root_component_versions_to_add={LAMBDA: VERSION}, component_to_configuration={
         LAMBDA: {"MERGE": {"pinned": False, "maxInstancesCount": 1}}}).deployment_id
@@ -129,3 +135,11 @@ def test_on_demand_the_lambda_starts_an_instance_for_the_work_and_readings_still
     wait_for(lambda: len(stored(core)) >= count + 5, 60, interval=0.2, message=f"readings in the store\n{log_tail(core)}")
     assert all(row["correction"] == "cpu_factor" for row in stored(core)[count:])
     assert "on-demand)" in log.read_text(errors="replace")     # "instance N started (pid P, on-demand)"
+
+
+def test_the_component_form_takes_the_lambdas_place_and_the_two_never_run_together(world):
+    core, _, build = world
+    listed = deploy_local(core, build)           # --correction component, the default
+    assert listed.get(CORRECTION) == "RUNNING" and LAMBDA not in listed, listed
+    assert core.kernel.state_of(LAMBDA) is None
+    wait_for(lambda: not component_pids(core, LAMBDA), 30, message="the Lambda's processes stopped")
