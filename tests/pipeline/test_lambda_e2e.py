@@ -2,10 +2,10 @@
 makes the component as CreateComponentVersion would (the generated recipe, ComponentType
 aws.greengrass.lambda, its lambda-artifact.zip for this machine's architecture and Python
 3.11), written into a copy of the build, and `scripts/deploy-local --correction lambda`
-deploys it through localgg's CLI as a user would: in place of io.backfill.TemperatureCorrection,
-between the sensor and the store, with the accessControl import-lambda wrote (the sensor,
-the Lambda and the store RUNNING, neither the bundle nor the generic correction deployed). localgg's LambdaLauncher stand-in
-runs it as the recipe says: `lambda-launcher start`, pinned, NoContainer, the handler invoked
+deploys it through localgg's CLI as a user would: in place of
+io.backfill.TemperatureCorrection, between the sensor and the store, with the accessControl
+import-lambda wrote (the sensor, the Lambda and the store RUNNING, neither the bundle nor
+the generic correction deployed). localgg's LambdaLauncher stand-in runs it as the recipe says: `lambda-launcher start`, pinned, NoContainer, the handler invoked
 per message on backfill/readings/raw with /usr/bin/python3.11 and only the zip's packages.
 
 Checked: readings corrected by the Lambda reach the store's database, with the CPU window
