@@ -1,19 +1,27 @@
 """The correction as an imported Lambda, end to end on localgg: scripts/import-lambda --local
 makes the component as CreateComponentVersion would (the generated recipe, ComponentType
 aws.greengrass.lambda, its lambda-artifact.zip for this machine's architecture and Python
-3.11), and it is deployed in place of io.backfill.TemperatureCorrection, between the sensor
-and the store, with the accessControl import-lambda wrote. localgg's LambdaLauncher stand-in
-runs it as the recipe says: `lambda-launcher start`, pinned, NoContainer, the handler invoked
+3.11), written into a copy of the build, and `scripts/deploy-local --correction lambda`
+deploys it through localgg's CLI as a user would: in place of
+io.backfill.TemperatureCorrection, between the sensor and the store, with the accessControl
+import-lambda wrote (the sensor, the Lambda and the store RUNNING, neither the bundle nor
+the generic correction deployed). localgg's LambdaLauncher stand-in runs it as the recipe says: `lambda-launcher start`, pinned, NoContainer, the handler invoked
 per message on backfill/readings/raw with /usr/bin/python3.11 and only the zip's packages.
 
 Checked: readings corrected by the Lambda reach the store's database, with the CPU window
 of the pinned instance (one process for every invocation: globals kept), and the sensor's
-readings are all acknowledged (the store got them through the Lambda)."""
+readings are all acknowledged (the store got them through the Lambda); on demand, likewise;
+and deploy-local's component form takes the Lambda's place (the generic correction RUNNING,
+the Lambda component removed and its processes gone)."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
+import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from conftest import DEVICE_ENV, CoreThread, component_user, device_tmp, process_user, short_tmp, wait_for
-from pipeline_harness import REPO, SENSOR, STORE, VERSION, Observer, built, component_pids, log_tail, nucleus_setup
+from pipeline_harness import (BUNDLE, CORRECTION, REPO, SENSOR, STORE, VERSION, Observer, built, component_pids, log_tail,
+                              nucleus_setup)
 
 LAMBDA = "io.backfill.TemperatureCorrectionLambda"
 RAW, CORRECTED = "backfill/readings/raw", "backfill/readings/corrected"
@@ -33,32 +42,38 @@ ARCH = {"x86_64": "amd64", "aarch64": "aarch64"}[platform.machine()]
 
 @pytest.fixture(scope="module")
 def world():
-    recipes, artifacts = built()                  # the components, and the runtime's wheels in the cache
-    local, out = short_tmp("bfl-"), short_tmp("bflo-")
+    recipes, _ = built()                          # the components, and the runtime's wheels in the cache
+    build, out = short_tmp("bfl-") / "greengrass-build", short_tmp("bflo-")
+    shutil.copytree(recipes.parent, build)        # the session's build stays as built
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "import-lambda"), "--arch", ARCH,
-                             "--python", "3.11", "--local", str(local), "--out", str(out)],
+                             "--python", "3.11", "--local", str(build), "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    access = json.loads((out / "lambda-config.json").read_text())
     with pytest.MonkeyPatch.context() as env:
         for key, value in DEVICE_ENV.items():
             env.setenv(key, value)
         core = CoreThread(device_tmp("bfL-") / "gg", nucleus_setup())
         try:
             observer = Observer(core).watch(RAW).watch(CORRECTED)
-            cli = core.cli_client()
-            for recipe_dir, artifact_dir, versions, config in (
-                    (recipes, artifacts, {SENSOR: VERSION, STORE: VERSION}, {SENSOR: {"MERGE": SIMULATED}}),
-                    (local / "recipes", local / "artifacts", {LAMBDA: VERSION}, access)):
-                deployment = cli.create_local_deployment(
-                    recipe_directory_path=str(recipe_dir), artifacts_directory_path=str(artifact_dir),
-                    root_component_versions_to_add=versions, component_to_configuration=config).deployment_id
-                status = wait_for(lambda: (lambda s: s if s.status in ("SUCCEEDED", "FAILED") else None)(
-                    cli.get_local_deployment_status(deployment_id=deployment).deployment), 300, interval=0.2)
-                assert status.status == "SUCCEEDED", f"{status}\n{log_tail(core)}"
-            yield core, observer
+            listed = deploy_local(core, build, "--correction", "lambda", "--lambda-config",
+                                  str(out / "lambda-config.json"), "--config", json.dumps({SENSOR: {"MERGE": SIMULATED}}))
+            assert {name: listed.get(name) for name in (SENSOR, LAMBDA, STORE)} == dict.fromkeys(
+                (SENSOR, LAMBDA, STORE), "RUNNING"), listed
+            assert CORRECTION not in listed and BUNDLE not in listed, listed
+            yield core, observer, build
         finally:
             core.close()
+
+
+def deploy_local(core, build: Path, *args: str) -> dict[str, str]:
+    """scripts/deploy-local as a user runs it, with localgg's CLI for greengrass-cli: the
+    components' states it printed (it fails the test unless the deployment SUCCEEDED)."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "deploy-local"), "--cli",
+                             f"{shlex.quote(sys.executable)} -m localgg", "--build", str(build), "--timeout", "300",
+                             *args], env=dict(os.environ, GGC_ROOT_PATH=str(core.kernel.root)),
+                            capture_output=True, text=True, timeout=330)
+    assert result.returncode == 0, f"deploy-local:\n{result.stdout}\n{result.stderr}\n{log_tail(core)}"
+    return dict(re.findall(r"^  (\S+)\s+\S+\s+(\S+)$", result.stdout, re.M))
 
 
 def stored(core) -> list[dict]:
@@ -76,7 +91,7 @@ def stored(core) -> list[dict]:
 
 
 def test_readings_corrected_by_the_imported_lambda_reach_the_store(world):
-    core, observer = world
+    core, observer, _ = world
     assert core.kernel.state_of(LAMBDA) == "RUNNING"
     wait_for(lambda: len(stored(core)) >= 10, 60, interval=0.2, message=f"corrected readings in the store\n{log_tail(core)}")
     raw = {(r["run"], int(r["seq"])): r for r in observer.got(RAW)}
@@ -106,7 +121,7 @@ def test_readings_corrected_by_the_imported_lambda_reach_the_store(world):
 
 
 def test_on_demand_the_lambda_starts_an_instance_for_the_work_and_readings_still_reach_the_store(world):
-    core, observer = world
+    core, observer, _ = world
     cli = core.cli_client()
     deployment = cli.create_local_deployment(root_component_versions_to_add={LAMBDA: VERSION}, component_to_configuration={
         LAMBDA: {"MERGE": {"pinned": False, "maxInstancesCount": 1}}}).deployment_id
@@ -120,3 +135,11 @@ def test_on_demand_the_lambda_starts_an_instance_for_the_work_and_readings_still
     wait_for(lambda: len(stored(core)) >= count + 5, 60, interval=0.2, message=f"readings in the store\n{log_tail(core)}")
     assert all(row["correction"] == "cpu_factor" for row in stored(core)[count:])
     assert "on-demand)" in log.read_text(errors="replace")     # "instance N started (pid P, on-demand)"
+
+
+def test_the_component_form_takes_the_lambdas_place_and_the_two_never_run_together(world):
+    core, _, build = world
+    listed = deploy_local(core, build)           # --correction component, the default
+    assert listed.get(CORRECTION) == "RUNNING" and LAMBDA not in listed, listed
+    assert core.kernel.state_of(LAMBDA) is None
+    wait_for(lambda: not component_pids(core, LAMBDA), 30, message="the Lambda's processes stopped")

@@ -68,3 +68,57 @@ def test_a_configuration_for_a_component_not_deployed_or_out_of_shape_is_refused
     result = subprocess.run([sys.executable, str(SCRIPT), "--thing-group", "bad/group", "--account", "1", "--dry-run"],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "--thing-group" in result.stderr
+
+
+LAMBDA = "io.backfill.TemperatureCorrectionLambda"
+
+
+def test_the_lambda_form_sends_sensor_lambda_and_store_with_import_lambdas_configuration(tmp_path, capsys):
+    fleet = script()
+    access = {"accessControl": {"aws.greengrass.ipc.pubsub": {"my.Correction:pubsub:1": {
+        "operations": ["aws.greengrass#SubscribeToTopic"], "resources": ["site/raw"]}}}}
+    (tmp_path / "lambda-config.json").write_text(json.dumps({"my.Correction": {"MERGE": access}}))
+    config = {"my.Correction": {"MERGE": {"pinned": False}}}
+    client = botocore.session.get_session().create_client(
+        "greengrassv2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    lam = fleet.LambdaForm("my.Correction", "2.0.1", access)
+    expected = fleet.request("arn:aws:iot:eu-west-1:123456789012:thinggroup/g1", config, None, None, lam)
+    with Stubber(client) as stub:          # checks the request against the greengrassv2 model
+        stub.add_response("create_deployment", {"deploymentId": "d-2"}, expected)
+        assert fleet.main(["--thing-group", "g1", "--region", "eu-west-1", "--account", "123456789012",
+                           "--correction", "lambda", "--lambda-config", str(tmp_path / "lambda-config.json"),
+                           "--lambda-version", "2.0.1", "--config", json.dumps(config)], client=client) == 0
+        stub.assert_no_pending_responses()
+    version = fleet.bundle_version()
+    assert f"io.backfill.Bme680Sensor {version}, my.Correction 2.0.1, io.backfill.StoreAndForward" in \
+        capsys.readouterr().out
+    components = expected["components"]
+    assert list(components) == ["io.backfill.Bme680Sensor", "my.Correction", "io.backfill.StoreAndForward",
+                                "aws.greengrass.Nucleus", "aws.greengrass.ShadowManager"]
+    assert components["my.Correction"]["componentVersion"] == "2.0.1"
+    assert json.loads(components["my.Correction"]["configurationUpdate"]["merge"]) == {**access, "pinned": False}
+    assert components["io.backfill.StoreAndForward"]["componentVersion"] == version
+    assert json.loads(components["io.backfill.Bme680Sensor"]["configurationUpdate"]["merge"])["bus"] == "i2c"
+
+
+def test_the_lambda_forms_dry_run_grants_what_import_lambda_writes_by_default():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--thing-group", "g1", "--account", "123456789012",
+                             "--dry-run", "--correction", "lambda"], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    components = json.loads(result.stdout)["components"]
+    assert "io.backfill.SensorPipeline" not in components and "io.backfill.TemperatureCorrection" not in components
+    policy = json.loads(components[LAMBDA]["configurationUpdate"]["merge"])["accessControl"]
+    assert [p["resources"] for p in policy["aws.greengrass.ipc.pubsub"].values()] == [
+        ["backfill/readings/raw"], ["backfill/readings/corrected"]]
+
+
+def test_each_form_refuses_what_it_does_not_deploy():
+    for args, said in ((["--correction", "lambda", "--config", '{"io.backfill.TemperatureCorrection": {"MERGE": {}}}'],
+                        "--correction lambda does not deploy"),
+                       (["--config", json.dumps({LAMBDA: {"MERGE": {}}})], "--correction component does not deploy"),
+                       (["--lambda-version", "1.0.0"], "go with --correction lambda"),
+                       (["--correction", "lambda", "--lambda-config", '{"a.B": {"MERGE": {}}}'], "accessControl")):
+        result = subprocess.run([sys.executable, str(SCRIPT), "--thing-group", "g1", "--account", "1", "--dry-run",
+                                 *args], capture_output=True, text=True)
+        assert result.returncode != 0 and said in result.stderr, (args, result.stderr)
