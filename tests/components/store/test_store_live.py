@@ -312,3 +312,11 @@ def test_spooled_never_sends_from_memory(tmp_path):
     seq = at_1hz(h, 0, 60)
     h.step(100, n=100)
     assert h.store.counters["live"] == 0 and h.store.counters["stored"] == seq
+
+
+def test_forward_from_memory_false_commits_every_reading_first(tmp_path):
+    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY, forward_from_memory=False)
+    seq = at_1hz(h, 0, 60)
+    h.step(100, n=100)
+    assert h.store.counters["live"] == 0 and h.store.counters["stored"] == seq
+    assert in_cloud(h) == list(range(seq)) and h.store.count == 0
