@@ -144,7 +144,7 @@ class Forwarder:
         self._maintenance_at = now + MAINTENANCE_MS
         self._checkpoint_at = now
         self._counters_at = now                         # live confirmations save the counters from then on
-        self._changes_at = self._live_changes = 0       # rows changed at the last checkpoint; by live confirmations since
+        self._changes_at = self._live_changes = 0       # rows changed: at the last checkpoint; by live confirmations since
         self.ledger: Optional[Ledger] = None
         self._more = False
         self._dead_flight: Optional[tuple] = None       # (letter id, key, payload, sent ms): one at a time
@@ -583,7 +583,8 @@ class Forwarder:
         backlog, a dead letter), nothing stored in flight, no readings held, and the
         confirmation window and the retry time letting a batch go."""
         store = self.store
-        return (self.settings["forward_from_memory"] and not self._must_commit and store.count == 0 and store.dead_count == 0 and not self._dead
+        return (self.settings["forward_from_memory"] and not self._must_commit and store.count == 0
+                and store.dead_count == 0 and not self._dead
                 and self.settings["confirm"] != "spooled" and self.ledger.link == ONLINE
                 and self.confirm_topic() in self._subscribed and not store.stale and store.closed is None
                 and not self.disk_full and not self._undeleted and self._dead_flight is None

@@ -10,31 +10,40 @@ from backfill_common import contracts
 from store_and_forward import packer
 from store_and_forward.store import Store, StoreConfig
 
-from store_harness import RUN, THING, TOPIC, Harness, corrected, settings
+from store_harness import RUN, THING, Harness, corrected, settings
+from test_store_liveness import online_at_1hz as at_1hz, seqs_of as in_cloud
 
 LATENCY = 10_000            # the default max_latency_ms: a batch every 9 s at 1 Hz
 
 
 def online(h, seq=0, seconds=15):
     """At 1 Hz until the link is online and nothing is stored; returns the next seq."""
-    for _ in range(seconds):
-        h.feed([corrected(seq)])
-        seq += 1
-        h.step(100, n=10)
+    seq = at_1hz(h, seq, seconds)
     assert h.fwd.ledger.link == "online" and h.store.count == 0
     return seq
 
 
-def at_1hz(h, seq, seconds):
-    for _ in range(seconds):
-        h.feed([corrected(seq)])
-        seq += 1
-        h.step(100, n=10)
-    return seq
 
 
-def in_cloud(h, run=RUN):
-    return sorted(seq for (_, r, seq) in h.cloud if r == run)
+def in_flight(path, cut="echo"):
+    """Online at 1 Hz, then a batch sent from memory whose echo does not come back (`cut`:
+    "echo" lost, or the "link" down, the batch in the core's spooler): (harness, next seq,
+    the seqs in flight)."""
+    h = Harness(path, max_latency_ms=LATENCY)
+    seq = online(h)
+    h.echo, h.link_up = cut != "echo", cut != "link"
+    seq = at_1hz(h, seq, 3)
+    return h, seq, sent_from_memory(h)
+
+
+def all_delivered(h, seq, seconds):
+    """Echoes and the link back, `seconds` more at 1 Hz: every reading in the cloud,
+    acknowledged, and nothing left stored."""
+    h.echo = h.link_up = True
+    seq = at_1hz(h, seq, seconds)
+    h.step(100, n=100)
+    assert in_cloud(h) == list(range(seq)) and h.port.acked() == seq - 1
+    assert h.store.count == 0
 
 
 def sent_from_memory(h):
@@ -130,50 +139,27 @@ def test_a_lost_echo_commits_the_batch_and_it_is_forwarded_from_the_store(tmp_pa
     assert not h.fwd.ledger.memory_entries()
     assert h.store.counters["stored"] >= stored + len(flying), "not committed"
     assert h.port.acked() >= max(flying), "committed, so acknowledged"
-    h.echo = True
-    seq = at_1hz(h, seq, 90)                          # a probe sent unanswered times out and goes again
-    h.step(100, n=100)
-    assert in_cloud(h) == list(range(seq)) and h.port.acked() == seq - 1
-    assert h.store.count == 0, "what was committed was sent and confirmed"
+    all_delivered(h, seq, 90)                         # a probe sent unanswered times out and goes again
 
 
 def test_the_link_lost_mid_batch(tmp_path):
-    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
-    seq = online(h)
-    h.link_up = False                                 # the batch stays in the core's spooler
-    seq = at_1hz(h, seq, 3)
-    flying = sent_from_memory(h)
+    h, seq, flying = in_flight(tmp_path / "store.db", cut="link")
     seq = at_1hz(h, seq, 60)
     assert not h.fwd.ledger.memory_entries() and h.fwd.ledger.link == "offline"
     assert h.port.acked() == seq - 1 >= max(flying), "stored while offline: acknowledged"
     assert h.store.count >= len(flying)
-    h.link_up = True
-    seq = at_1hz(h, seq, 120)
-    h.step(100, n=100)
-    assert in_cloud(h) == list(range(seq)) and h.port.acked() == seq - 1
-    assert h.store.count == 0
+    all_delivered(h, seq, 120)
 
 
 def test_a_nucleus_restart_mid_batch(tmp_path):
-    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
-    seq = online(h)
-    h.link_up = False
-    seq = at_1hz(h, seq, 3)
-    sent_from_memory(h)
+    h, seq, _ = in_flight(tmp_path / "store.db", cut="link")
     h.restart_nucleus()                               # the spooled batch is gone
-    h.link_up = True
-    seq = at_1hz(h, seq, 120)
-    h.step(100, n=100)
-    assert in_cloud(h) == list(range(seq)) and h.port.acked() == seq - 1
+    all_delivered(h, seq, 120)
 
 
 @pytest.mark.parametrize("kill", [False, True])
 def test_a_store_restart_mid_batch(tmp_path, kill):
-    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
-    seq = online(h)
-    h.echo = False
-    seq = at_1hz(h, seq, 3)
-    flying = sent_from_memory(h)
+    h, seq, flying = in_flight(tmp_path / "store.db")
     acked = h.port.acked()
     h.reopen(kill=kill)
     if kill:       # nothing of it was acknowledged: the sensor still holds it and resends it
@@ -182,19 +168,11 @@ def test_a_store_restart_mid_batch(tmp_path, kill):
     else:          # SIGTERM: committed and acknowledged before the store closed
         assert h.port.acked() >= max(flying)
         assert h.store.count >= len(flying)
-    h.echo = True
-    seq = at_1hz(h, seq, 60)
-    h.step(100, n=100)
-    assert in_cloud(h) == list(range(seq)) and h.port.acked() == seq - 1
-    assert h.store.count == 0
+    all_delivered(h, seq, 60)
 
 
 def test_a_resend_of_a_reading_in_flight_from_memory_is_not_taken_twice(tmp_path):
-    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
-    seq = online(h)
-    h.echo = False
-    seq = at_1hz(h, seq, 3)
-    flying = sent_from_memory(h)
+    h, seq, flying = in_flight(tmp_path / "store.db")
     duplicates, stored = h.store.counters["duplicates"], h.store.counters["stored"]
     h.feed(corrected(s) for s in flying)              # the sensor's resend
     h.step(100, n=60)
@@ -203,10 +181,7 @@ def test_a_resend_of_a_reading_in_flight_from_memory_is_not_taken_twice(tmp_path
     topic, payload = next(p for p in reversed(h.port.published) if json.loads(p[1])["rows"][0][0] == flying[0])
     h.fwd.on_iot(topic, payload)
     assert h.port.acked() >= max(flying)
-    h.echo = True
-    seq = at_1hz(h, seq, 20)
-    h.step(100, n=100)
-    assert in_cloud(h) == list(range(seq)) and h.store.count == 0
+    all_delivered(h, seq, 20)
 
 
 def test_a_resend_after_a_confirmation_is_a_duplicate_after_a_restart_too(tmp_path):
@@ -225,19 +200,12 @@ def test_a_resend_after_a_confirmation_is_a_duplicate_after_a_restart_too(tmp_pa
 
 
 def test_new_settings_mid_batch_commit_it(tmp_path):
-    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
-    seq = online(h)
-    h.echo = False
-    seq = at_1hz(h, seq, 3)
-    flying = sent_from_memory(h)
+    h, seq, flying = in_flight(tmp_path / "store.db")
     stored = h.store.counters["stored"]
     h.fwd.configure(settings(max_latency_ms=LATENCY, shadow_interval_s=120))
     assert not h.fwd.ledger.memory_entries()
     assert h.store.counters["stored"] == stored + len(flying) and h.port.acked() >= max(flying)
-    h.echo = True
-    seq = at_1hz(h, seq, 30)
-    h.step(100, n=100)
-    assert in_cloud(h) == list(range(seq)) and h.store.count == 0
+    all_delivered(h, seq, 30)
 
 
 def test_readings_without_a_synced_clock_take_the_stored_path(tmp_path):
@@ -290,21 +258,14 @@ def test_a_backlog_goes_first_and_readings_meanwhile_are_stored(tmp_path):
 
 
 def test_a_disk_error_saving_the_watermarks_commits_the_readings(tmp_path):
-    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
-    seq = online(h)
-    h.echo = False
-    seq = at_1hz(h, seq, 3)
-    flying = sent_from_memory(h)
+    h, seq, flying = in_flight(tmp_path / "store.db")
     h.store.db.execute("PRAGMA query_only=1")       # the database refuses every write (SQLITE_READONLY)
     topic, payload = h.port.published[-1]
     h.fwd.on_iot(topic, payload)
     assert h.port.acked() < min(flying), "acknowledged without its watermark on the disk"
     assert h.fwd.disk_full
     h.store.db.execute("PRAGMA query_only=0")
-    h.echo = True
-    seq = at_1hz(h, seq, 30)
-    h.step(100, n=100)
-    assert in_cloud(h) == list(range(seq)) and h.port.acked() == seq - 1 and h.store.count == 0
+    all_delivered(h, seq, 30)
 
 
 def test_spooled_never_sends_from_memory(tmp_path):
