@@ -146,10 +146,11 @@ def namespace_command(rootfs: Path, script: str) -> List[str]:
     network namespaces: proc and /dev are mounted in the private mount namespace only (gone
     with it), the network is loopback alone (no package index, no cloud but ours), and when
     unshare ends, however it ends, its child gets SIGKILL (--kill-child) and with the PID
-    namespace's first process every process in it goes."""
+    namespace's first process every process in it goes. The script starts with an empty
+    environment (nothing of the host's: its PIP_* settings, its PATH)."""
     root = shlex.quote(str(rootfs))
     setup = (f"set -e; ip link set lo up; mount --rbind /dev {root}/dev; "
-             f"exec chroot {root} /bin/sh {shlex.quote(script)}")
+             f"exec chroot {root} /usr/bin/env -i /bin/sh {shlex.quote(script)}")
     return ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child", "--propagation", "private",
             f"--mount-proc={rootfs}/proc", "--", "/bin/sh", "-c", setup]
 
@@ -182,6 +183,28 @@ def runtime_install_seconds(log: str) -> Optional[float]:
     return float(found[-1]) if found else None
 
 
+def runtime_target(log: str) -> Optional[str]:
+    """The wheels install.py picked (`cp311-aarch64`), from its line in the component's log."""
+    found = re.findall(r"install\.py: creating \S+ with Python .*? from \d+ wheels for (\S+) in ", log)
+    return found[-1] if found else None
+
+
+def runtime_imports(log: str) -> List[str]:
+    """The modules install.py imported in the new environment (awscrt's native _awscrt among them)."""
+    found = re.findall(r"install\.py: imported \d+ modules in the new environment: ([\w, ]+?)\.", log)
+    return [name.strip() for name in found[-1].split(",")] if found else []
+
+
+def produced_keys(seen: set) -> set:
+    """Every (run, seq) the sensor produced up to the last one seen: a run's seq starts at 0
+    and goes up by one a reading (bme680_sensor/sampler.py), so the readings sampled before
+    the follower subscribed count too."""
+    last: Dict[str, int] = {}
+    for run, seq in seen:
+        last[run] = max(last.get(run, -1), int(seq))
+    return {(run, seq) for run, top in last.items() for seq in range(top + 1)}
+
+
 # ---------------------------------------------------------------- the result
 
 @dataclass
@@ -191,12 +214,15 @@ class Result:
     produced: int = 0
     delivered: int = 0
     missing: List[List] = field(default_factory=list)     # (run, seq) produced, not delivered
+    seen: int = 0                                          # of produced, seen on local pub/sub
+    runtime_target: Optional[str] = None                   # the wheels io.backfill.Runtime installed
+    runtime_imports: List[str] = field(default_factory=list)
     times: Dict[str, float] = field(default_factory=dict)
     error: Optional[str] = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.produced > 0 and not self.missing
+        return self.error is None and self.produced > 0 and not self.missing and self.delivered == self.produced
 
 
 def count(produced: set, delivered: set) -> Tuple[int, int, List[List]]:
@@ -212,8 +238,8 @@ def parse_result(text: str) -> Result:
         return Result(error=f"no readable result from inside the userland ({error})")
     if not isinstance(data, dict):
         return Result(error="no readable result from inside the userland (not an object)")
-    known = {k: data[k] for k in ("machine", "python", "produced", "delivered", "missing", "times", "error")
-             if k in data}
+    known = {k: data[k] for k in ("machine", "python", "produced", "delivered", "missing", "times", "error",
+                                  "seen", "runtime_target", "runtime_imports") if k in data}
     return Result(**known)
 
 
@@ -224,6 +250,11 @@ def render(result: Result, arch: Arch, host_times: Dict[str, float]) -> List[str
     if result.machine:
         mark = "" if result.machine == arch.machine else f"  (expected {arch.machine})"
         lines.append(f"  python inside: {result.python}, platform.machine() = {result.machine}{mark}")
+    if result.runtime_target:
+        native = "awscrt's native _awscrt imported" if "_awscrt" in result.runtime_imports else "no _awscrt import"
+        mark = "" if result.runtime_target.endswith(f"-{arch.machine}") else f"  (expected *-{arch.machine})"
+        lines.append(f"  io.backfill.Runtime installed its wheels for {result.runtime_target} "
+                     f"({len(result.runtime_imports)} modules imported; {native}){mark}")
     times = dict(host_times, **result.times)
     labels = [("build", "build the bundle (host)"), ("userland", "userland tarball (cached after the first run)"),
               ("wheels", "localgg's wheels for the userland (cached)"), ("unpack", "unpack the userland"),
@@ -235,8 +266,9 @@ def render(result: Result, arch: Arch, host_times: Dict[str, float]) -> List[str
     for key, label in labels:
         if key in times:
             lines.append(f"  {label:<48} {times[key]:8.1f} s")
-    lines.append(f"  readings produced (corrected, on local pub/sub): {result.produced}; "
-                 f"delivered to the recorder: {result.delivered}; missing: {len(result.missing)}")
+    lines.append(f"  readings produced (seq 0 to the last one seen on local pub/sub, corrected): {result.produced} "
+                 f"({result.seen} seen there); delivered to the recorder: {result.delivered}; "
+                 f"missing: {len(result.missing)}")
     if result.missing:
         lines.append(f"  first missing (run, seq): {', '.join(str(tuple(k)) for k in result.missing[:5])}")
     if result.error:

@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         times["localgg_venv"] = round(time.time() - float(started), 1)
     result = {"machine": platform.machine(), "python": platform.python_version(), "times": times}
     try:
-        produced, delivered = run(args, times)
+        seen, delivered = run(args, times, result)
+        produced = devicecheck.produced_keys(seen)
         result["produced"], result["delivered"], result["missing"] = devicecheck.count(produced, delivered)
+        result["seen"] = len(seen)
     except Exception as error:             # the host reports it; the details are in the logs
         result["error"] = f"{type(error).__name__}: {error}"
     except KeyboardInterrupt:
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if "error" not in result else 1
 
 
-def run(args, times: dict) -> tuple[set, set]:
+def run(args, times: dict, result: dict) -> tuple[set, set]:
+    """(the (run, seq) seen on local pub/sub, those the recorder has of every run seen)."""
     if platform.machine() != args.machine:
         raise RuntimeError(f"platform.machine() is {platform.machine()}, not {args.machine}")
     python = sys.executable
@@ -104,17 +107,21 @@ def run(args, times: dict) -> tuple[set, set]:
         if deployed.returncode != 0:
             raise RuntimeError(f"the deployment failed: {(deployed.stdout + deployed.stderr).strip()[-400:]}")
         log = root / "logs" / "io.backfill.Runtime.log"
-        seconds = devicecheck.runtime_install_seconds(log.read_text(errors="replace")) if log.exists() else None
+        text = log.read_text(errors="replace") if log.exists() else ""
+        seconds = devicecheck.runtime_install_seconds(text)
         if seconds is not None:
             times["runtime_install"] = seconds
+        result["runtime_target"] = devicecheck.runtime_target(text)
+        result["runtime_imports"] = devicecheck.runtime_imports(text)
         devrun.say(f"following the corrected readings for {args.seconds:g} s")
         begin = time.monotonic()
         follower = devrun.Follower(python, env, root, begin + args.seconds, out=lambda text: None)
         follower.run()
         times["run"] = round(time.monotonic() - begin, 1)
-        produced = {(str(run_id), int(seq)) for run_id, seq in follower.keys}
-        devrun.say(f"{len(produced)} readings seen; waiting for the recorder to have every one "
-                   f"(the store batches for up to 10 s)")
+        seen = {(str(run_id), int(seq)) for run_id, seq in follower.keys}
+        produced = devicecheck.produced_keys(seen)
+        devrun.say(f"{len(seen)} readings seen, {len(produced)} produced since seq 0; waiting for the "
+                   f"recorder to have every one (the store batches for up to 10 s)")
         begin = time.monotonic()
         while True:
             delivered = {(str(run_id), int(seq)) for run_id, seq in devrun.cloud_readings(db)[0]}
@@ -122,7 +129,7 @@ def run(args, times: dict) -> tuple[set, set]:
                 break
             time.sleep(1)
         times["drain"] = round(time.monotonic() - begin, 1)
-        return produced, delivered & produced
+        return seen, {key for key in delivered if key[0] in {run_id for run_id, _ in seen}}
     finally:
         devrun.say("stopping the core and the cloud")
         signal.signal(signal.SIGINT, signal.SIG_IGN)

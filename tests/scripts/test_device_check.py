@@ -109,7 +109,7 @@ def test_the_namespace_has_its_own_mounts_pids_and_network_and_dies_with_unshare
     assert words[:2] == ["set", "-e"]
     assert ["ip", "link", "set", "lo", "up"] == words[3:8]
     assert ["mount", "--rbind", "/dev", f"{rootfs}/dev"] == words[9:13]
-    assert words[-5:] == ["exec", "chroot", str(rootfs), "/bin/sh", "/backfill/inside.sh"]
+    assert words[-7:] == ["exec", "chroot", str(rootfs), "/usr/bin/env", "-i", "/bin/sh", "/backfill/inside.sh"]
     assert subprocess.run(["/bin/sh", "-n", "-c", script]).returncode == 0
 
 
@@ -141,18 +141,44 @@ def test_the_runtimes_install_time_is_read_from_install_pys_words() -> None:
     assert devicecheck.runtime_install_seconds("install.py: /w/venv is current; nothing to do") is None
 
 
+def test_the_runtimes_wheels_and_imports_are_read_from_its_log() -> None:
+    log = ("... io.backfill.Runtime: stdout. install.py: creating /w/venv-b0e1 with Python 3.11.2 (/usr/bin/python3) "
+           "from 18 wheels for cp311-aarch64 in /p/io.backfill.Runtime-aarch64/wheels. {scriptName=x}\n"
+           "... io.backfill.Runtime: stdout. install.py: imported 3 modules in the new environment: _awscrt, awscrt, "
+           "bme680. {scriptName=x}\n")
+    assert devicecheck.runtime_target(log) == "cp311-aarch64"
+    assert devicecheck.runtime_imports(log) == ["_awscrt", "awscrt", "bme680"]
+    assert devicecheck.runtime_target("") is None and devicecheck.runtime_imports("") == []
+    runtime = (REPO / "components" / "io.backfill.Runtime" / "install.py").read_text()
+    assert "from \"\n        f\"{len(targets[label])} wheels for {label} in {wheels}\")" in runtime
+    assert 'say(f"imported {len(imports)} modules in the new environment: {\', \'.join(imports)}")' in runtime
+
+
+def test_produced_is_every_seq_from_0_to_the_last_seen_of_each_run() -> None:
+    # the follower subscribed after seq 2 of run a: 0-2 were produced all the same
+    assert devicecheck.produced_keys({("a", 3), ("a", 5), ("b", 1)}) == \
+        {("a", 0), ("a", 1), ("a", 2), ("a", 3), ("a", 4), ("a", 5), ("b", 0), ("b", 1)}
+    assert devicecheck.produced_keys(set()) == set()
+    sampler = (REPO / "components" / "io.backfill.Bme680Sensor" / "bme680_sensor" / "sampler.py").read_text()
+    assert "self.seq = 0" in sampler and "self.seq += 1" in sampler
+
+
 def test_count_and_the_report() -> None:
     produced = {("r1", 1), ("r1", 2), ("r1", 3)}
     assert devicecheck.count(produced, {("r1", 1), ("r1", 2), ("r1", 3), ("r0", 9)}) == (3, 3, [])
     assert devicecheck.count(produced, {("r1", 2)}) == (3, 1, [["r1", 1], ["r1", 3]])
     text = json.dumps({"machine": "aarch64", "python": "3.11.2", "produced": 3, "delivered": 3, "missing": [],
+                       "seen": 2, "runtime_target": "cp311-aarch64", "runtime_imports": ["_awscrt", "awscrt"],
                        "times": {"deploy": 140.2, "runtime_install": 31.0}})
     result = devicecheck.parse_result(text)
     assert result.ok
     lines = devicecheck.render(result, ARM64, {"build": 3.0, "total": 400.0})
     assert any("platform.machine() = aarch64" in line and "expected" not in line for line in lines)
     assert any("deployment to FINISHED" in line and "140.2" in line for line in lines)
-    assert any("produced" in line and "delivered to the recorder: 3; missing: 0" in line for line in lines)
+    assert any("produced" in line and "(2 seen there); delivered to the recorder: 3; missing: 0" in line
+               for line in lines)
+    assert any("wheels for cp311-aarch64" in line and "_awscrt imported" in line and "expected" not in line
+               for line in lines)
     assert lines[-1].strip().startswith("OK")
 
 
@@ -160,8 +186,10 @@ def test_a_loss_an_other_machine_or_no_result_is_not_ok() -> None:
     lost = devicecheck.parse_result(json.dumps({"machine": "aarch64", "produced": 3, "delivered": 2,
                                                 "missing": [["r1", 3]]}))
     assert not lost.ok and "('r1', 3)" in "\n".join(devicecheck.render(lost, ARM64, {}))
-    x86 = devicecheck.parse_result(json.dumps({"machine": "x86_64", "error": "platform.machine() is x86_64"}))
+    x86 = devicecheck.parse_result(json.dumps({"machine": "x86_64", "error": "platform.machine() is x86_64",
+                                               "runtime_target": "cp311-x86_64"}))
     assert not x86.ok and any("expected aarch64" in line for line in devicecheck.render(x86, ARM64, {}))
+    assert any("expected *-aarch64" in line for line in devicecheck.render(x86, ARM64, {}))
     nothing = devicecheck.parse_result("")
     assert not nothing.ok and "no readable result" in nothing.error
     assert not devicecheck.parse_result(json.dumps({"machine": "aarch64", "produced": 0})).ok
