@@ -40,7 +40,7 @@ def check(arch: devicecheck.Arch, options, ensure_package, ensure_venv, python: 
     cache.mkdir(parents=True, exist_ok=True)
     remove_stale_runs(cache, say)
     work = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=cache))
-    process = None
+    process, interrupted = None, False
     try:
         rootfs = work / "rootfs"
         inside = rootfs / devicecheck.INSIDE.lstrip("/")
@@ -95,8 +95,9 @@ def check(arch: devicecheck.Arch, options, ensure_package, ensure_venv, python: 
 
         say(f"in the userland (chroot; own mount, PID and network namespaces, loopback only): localgg's venv "
             f"from its wheels, then the cloud, a core, the deployment and {seconds:g} s of readings")
+        # its own process group (Ctrl-C reaches it through us, below), and SIGKILL if we die
         process = subprocess.Popen(devicecheck.namespace_command(rootfs, f"{devicecheck.INSIDE}/inside.sh"),
-                                   start_new_session=True)   # Ctrl-C reaches it through us, below
+                                   start_new_session=True, preexec_fn=die_with_parent)
         limit = seconds + options.deploy_timeout + options.drain_timeout + 1800
         try:
             process.wait(limit)
@@ -106,17 +107,26 @@ def check(arch: devicecheck.Arch, options, ensure_package, ensure_venv, python: 
         except KeyboardInterrupt:
             say("interrupted: stopping the run inside (its processes end with its namespace)")
             stop(process, say)
+            interrupted = True
         keep_logs(inside / "state", cache / "last-run", say)
         result_file = rootfs / devicecheck.RESULT.lstrip("/")
         result = devicecheck.parse_result(result_file.read_text() if result_file.exists() else "")
         times["total"] = time.monotonic() - began
         for line in devicecheck.render(result, arch, {k: round(v, 1) for k, v in times.items()}):
             print(line, flush=True)
-        return 0 if result.ok else 1
+        return 130 if interrupted else 0 if result.ok else 1
     finally:
         if process is not None and process.poll() is None:
             stop(process, say)
         remove(work, say)
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL when dev.py ends, even by SIGKILL (prctl
+    PR_SET_PDEATHSIG); unshare's --kill-child then takes its namespace's processes."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def register_binfmt(arch: devicecheck.Arch, say) -> str | None:
