@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -296,17 +295,7 @@ def cmd_run(args: list[str]) -> int:
         return 130
     finally:
         say("stopping the core and the cloud")
-        signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C must not leave processes behind
-        devrun.stop_core(root)
-        for proc in reversed(processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(processes):
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        devrun.stop_all(root, processes)
 
 
 def show_components(root: Path) -> None:

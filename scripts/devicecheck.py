@@ -105,7 +105,7 @@ def userland_name(arch: Arch, mirror: str) -> str:
 
 def mmdebstrap_command(arch: Arch, mirror: str, target: Path) -> List[str]:
     """A Debian userland for `arch` as a tarball (its maintainer scripts run under qemu-user)."""
-    return ["mmdebstrap", f"--variant={VARIANT}", f"--architectures={arch.name}",
+    return ["mmdebstrap", "--format=tar", f"--variant={VARIANT}", f"--architectures={arch.name}",
             f"--include={','.join(USERLAND_PACKAGES)}", SUITE, str(target), mirror]
 
 

@@ -51,31 +51,17 @@ def check(arch: devicecheck.Arch, options, ensure_package, ensure_venv, python: 
         times["build"] = time.monotonic() - begin
 
         tarball = cache / devicecheck.userland_name(arch, mirror)
-        begin = time.monotonic()
-        if not tarball.exists():
-            say(f"making a Debian {devicecheck.SUITE} {arch.name} userland with mmdebstrap from {mirror} "
-                f"(its package scripts run under qemu: minutes) into {tarball}")
-            partial = tarball.with_name(tarball.name + ".partial")
-            subprocess.run(devicecheck.mmdebstrap_command(arch, mirror, partial), check=True)
-            os.replace(partial, tarball)
-        else:
-            say(f"the userland: {tarball} (cached)")
-        times["userland"] = time.monotonic() - begin
-
+        times["userland"] = cached(
+            tarball, lambda partial: subprocess.run(devicecheck.mmdebstrap_command(arch, mirror, partial), check=True),
+            f"a Debian {devicecheck.SUITE} {arch.name} userland, made with mmdebstrap from {mirror} (its package "
+            "scripts run under qemu: minutes)", say)
         ensure_venv()
         requirements = devicecheck.localgg_requirements((root / "pyproject.toml").read_text())
         wheels = cache / devicecheck.wheels_name(arch, requirements)
-        begin = time.monotonic()
-        if not wheels.exists():
-            say(f"downloading localgg's dependencies for cp{devicecheck.PYTHON_VERSION} {arch.machine} "
-                f"({', '.join(requirements)}) into {wheels}")
-            partial = wheels.with_name(wheels.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            subprocess.run(devicecheck.pip_download_command(python, requirements, arch, partial), check=True)
-            os.replace(partial, wheels)
-        else:
-            say(f"localgg's wheels: {wheels} (cached)")
-        times["wheels"] = time.monotonic() - begin
+        times["wheels"] = cached(
+            wheels, lambda partial: subprocess.run(devicecheck.pip_download_command(python, requirements, arch, partial),
+                                                   check=True),
+            f"localgg's dependencies for cp{devicecheck.PYTHON_VERSION} {arch.machine} ({', '.join(requirements)})", say)
 
         begin = time.monotonic()
         rootfs.mkdir()
@@ -119,6 +105,21 @@ def check(arch: devicecheck.Arch, options, ensure_package, ensure_venv, python: 
         if process is not None and process.poll() is None:
             stop(process, say)
         remove(work, say)
+
+
+def cached(path: Path, make, what: str, say) -> float:
+    """path, made by make(partial) into path.partial then renamed, unless it is there; the seconds it took."""
+    begin = time.monotonic()
+    if path.exists():
+        say(f"{what}: {path} (cached)")
+        return time.monotonic() - begin
+    say(f"{what}: into {path}")
+    partial = path.with_name(".partial-" + path.name)      # the same suffix (mmdebstrap reads the format from it)
+    if partial.is_dir():
+        shutil.rmtree(partial)
+    make(partial)
+    os.replace(partial, path)
+    return time.monotonic() - begin
 
 
 def die_with_parent() -> None:

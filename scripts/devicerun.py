@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -132,17 +131,7 @@ def run(args, times: dict, result: dict) -> tuple[set, set]:
         return seen, {key for key in delivered if key[0] in {run_id for run_id, _ in seen}}
     finally:
         devrun.say("stopping the core and the cloud")
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        devrun.stop_core(root)
-        for proc in reversed(processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(processes):
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        devrun.stop_all(root, processes, timeout=120)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def test_mmdebstrap_makes_a_cached_arm64_bookworm_tarball() -> None:
     command = devicecheck.mmdebstrap_command(ARM64, "http://deb.example.org/debian", Path("/c/u.tar"))
     assert command[0] == "mmdebstrap"
     assert "--architectures=arm64" in command and "--variant=minbase" in command
+    assert "--format=tar" in command       # not guessed from the file name (a .partial one is a directory)
     included = next(a for a in command if a.startswith("--include=")).split("=", 1)[1].split(",")
     assert {"python3", "python3-venv", "mosquitto"} <= set(included)
     assert command[-3:] == ["bookworm", "/c/u.tar", "http://deb.example.org/debian"]
