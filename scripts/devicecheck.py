@@ -195,6 +195,16 @@ def runtime_imports(log: str) -> List[str]:
     return [name.strip() for name in found[-1].split(",")] if found else []
 
 
+def interfaces(proc_net_dev: str) -> List[str]:
+    """The network interfaces /proc/net/dev lists (those of the reader's network namespace)."""
+    return [line.split(":", 1)[0].strip() for line in proc_net_dev.splitlines()[2:] if ":" in line]
+
+
+def routes(proc_net_route: str) -> int:
+    """How many IPv4 routes /proc/net/route lists (none: nothing but loopback is reachable)."""
+    return len([line for line in proc_net_route.splitlines()[1:] if line.strip()])
+
+
 def produced_keys(seen: set) -> set:
     """Every (run, seq) the sensor produced up to the last one seen: a run's seq starts at 0
     and goes up by one a reading (bme680_sensor/sampler.py), so the readings sampled before
@@ -217,12 +227,15 @@ class Result:
     seen: int = 0                                          # of produced, seen on local pub/sub
     runtime_target: Optional[str] = None                   # the wheels io.backfill.Runtime installed
     runtime_imports: List[str] = field(default_factory=list)
+    network: List[str] = field(default_factory=list)        # the interfaces inside
+    routes: int = -1                                        # IPv4 routes inside (-1: not read)
     times: Dict[str, float] = field(default_factory=dict)
     error: Optional[str] = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.produced > 0 and not self.missing and self.delivered == self.produced
+        return (self.error is None and self.produced > 0 and not self.missing and self.delivered == self.produced
+                and self.network == ["lo"] and self.routes == 0)
 
 
 def count(produced: set, delivered: set) -> Tuple[int, int, List[List]]:
@@ -239,7 +252,7 @@ def parse_result(text: str) -> Result:
     if not isinstance(data, dict):
         return Result(error="no readable result from inside the userland (not an object)")
     known = {k: data[k] for k in ("machine", "python", "produced", "delivered", "missing", "times", "error",
-                                  "seen", "runtime_target", "runtime_imports") if k in data}
+                                  "seen", "runtime_target", "runtime_imports", "network", "routes") if k in data}
     return Result(**known)
 
 
@@ -250,6 +263,10 @@ def render(result: Result, arch: Arch, host_times: Dict[str, float]) -> List[str
     if result.machine:
         mark = "" if result.machine == arch.machine else f"  (expected {arch.machine})"
         lines.append(f"  python inside: {result.python}, platform.machine() = {result.machine}{mark}")
+    if result.network:
+        closed = result.network == ["lo"] and result.routes == 0
+        lines.append(f"  network inside: {', '.join(result.network)}, {result.routes} IPv4 routes"
+                     + ("" if closed else "  (expected lo alone and no route: a package index may be reachable)"))
     if result.runtime_target:
         native = "awscrt's native _awscrt imported" if "_awscrt" in result.runtime_imports else "no _awscrt import"
         mark = "" if result.runtime_target.endswith(f"-{arch.machine}") else f"  (expected *-{arch.machine})"

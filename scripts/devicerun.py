@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     started = os.environ.get("DEVICE_CHECK_STARTED")
     if started:
         times["localgg_venv"] = round(time.time() - float(started), 1)
-    result = {"machine": platform.machine(), "python": platform.python_version(), "times": times}
+    result = {"machine": platform.machine(), "python": platform.python_version(), "times": times,
+              "network": devicecheck.interfaces(Path("/proc/net/dev").read_text()),
+              "routes": devicecheck.routes(Path("/proc/net/route").read_text())}
     try:
         seen, delivered = run(args, times, result)
         produced = devicecheck.produced_keys(seen)

@@ -164,12 +164,29 @@ def test_produced_is_every_seq_from_0_to_the_last_seen_of_each_run() -> None:
     assert "self.seq = 0" in sampler and "self.seq += 1" in sampler
 
 
+PROC_NET_DEV = """Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:  123456     789    0    0    0     0          0         0   123456     789    0    0    0     0       0          0
+"""
+PROC_NET_ROUTE = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+
+
+def test_the_network_inside_is_read_from_proc() -> None:
+    assert devicecheck.interfaces(PROC_NET_DEV) == ["lo"]
+    assert devicecheck.routes(PROC_NET_ROUTE) == 0
+    assert devicecheck.routes(PROC_NET_ROUTE + "eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n") == 1
+    # this process's own namespace, as the kernel writes it: lo is always there
+    assert "lo" in devicecheck.interfaces(Path("/proc/net/dev").read_text())
+    assert devicecheck.routes(Path("/proc/net/route").read_text()) >= 0
+
+
 def test_count_and_the_report() -> None:
     produced = {("r1", 1), ("r1", 2), ("r1", 3)}
     assert devicecheck.count(produced, {("r1", 1), ("r1", 2), ("r1", 3), ("r0", 9)}) == (3, 3, [])
     assert devicecheck.count(produced, {("r1", 2)}) == (3, 1, [["r1", 1], ["r1", 3]])
     text = json.dumps({"machine": "aarch64", "python": "3.11.2", "produced": 3, "delivered": 3, "missing": [],
                        "seen": 2, "runtime_target": "cp311-aarch64", "runtime_imports": ["_awscrt", "awscrt"],
+                       "network": ["lo"], "routes": 0,
                        "times": {"deploy": 140.2, "runtime_install": 31.0}})
     result = devicecheck.parse_result(text)
     assert result.ok
@@ -180,12 +197,17 @@ def test_count_and_the_report() -> None:
                for line in lines)
     assert any("wheels for cp311-aarch64" in line and "_awscrt imported" in line and "expected" not in line
                for line in lines)
+    assert any(line.strip() == "network inside: lo, 0 IPv4 routes" for line in lines)
     assert lines[-1].strip().startswith("OK")
+    # the same with a way out: not OK, and said
+    reachable = devicecheck.parse_result(text.replace('"network": ["lo"], "routes": 0', '"network": ["lo", "eth0"], "routes": 1'))
+    assert not reachable.ok
+    assert any("a package index may be reachable" in line for line in devicecheck.render(reachable, ARM64, {}))
 
 
 def test_a_loss_an_other_machine_or_no_result_is_not_ok() -> None:
     lost = devicecheck.parse_result(json.dumps({"machine": "aarch64", "produced": 3, "delivered": 2,
-                                                "missing": [["r1", 3]]}))
+                                                "missing": [["r1", 3]], "network": ["lo"], "routes": 0}))
     assert not lost.ok and "('r1', 3)" in "\n".join(devicecheck.render(lost, ARM64, {}))
     x86 = devicecheck.parse_result(json.dumps({"machine": "x86_64", "error": "platform.machine() is x86_64",
                                                "runtime_target": "cp311-x86_64"}))
@@ -193,5 +215,6 @@ def test_a_loss_an_other_machine_or_no_result_is_not_ok() -> None:
     assert any("expected *-aarch64" in line for line in devicecheck.render(x86, ARM64, {}))
     nothing = devicecheck.parse_result("")
     assert not nothing.ok and "no readable result" in nothing.error
-    assert not devicecheck.parse_result(json.dumps({"machine": "aarch64", "produced": 0})).ok
+    assert not devicecheck.parse_result(json.dumps({"machine": "aarch64", "produced": 0, "network": ["lo"],
+                                                    "routes": 0})).ok
     assert devicecheck.render(nothing, ARM64, {})[-1].strip() == "NOT OK"
