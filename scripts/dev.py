@@ -5,6 +5,8 @@
     python3 scripts/dev.py run --scenario outage|flap|kill|slow-link [...]   the same, with faults, then a report and a PNG
     python3 scripts/dev.py test [PYTEST ARGS]  the test suite (what CI runs)
     python3 scripts/dev.py bench [ARGS]        the benchmarks
+    python3 scripts/dev.py device-check --arch arm64 [--seconds N]   the bundle on a Pi's CPU
+                                               architecture (a Debian arm64 userland under qemu-user, as root)
 
 Each command first makes `.venv/` (a virtual environment with this project and its
 dependencies) if it is missing or pyproject.toml changed since. Standard library only.
@@ -17,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -306,17 +307,7 @@ def cmd_run(args: list[str]) -> int:
         return 130
     finally:
         say("stopping the core and the cloud")
-        signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C must not leave processes behind
-        devrun.stop_core(root)
-        for proc in reversed(processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(processes):
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        devrun.stop_all(root, processes)
 
 
 def show_components(root: Path) -> None:
@@ -425,7 +416,52 @@ def report_scenario(options, scenario, follower, state: Path, cloud: Path, recei
     return 0 if report.lost == 0 and report.produced else 1
 
 
-COMMANDS = {"run": cmd_run, "test": cmd_test, "bench": cmd_bench}
+DEVICE_CHECK_HELP = """build the bundle, make a Debian bookworm userland of the architecture (the base of
+Raspberry Pi OS Bookworm: Python 3.11; mmdebstrap, its maintainer scripts under qemu-user),
+install localgg's wheels in it with no package index, and there, in its own mount, PID and
+network namespaces (loopback only), start the cloud side and a core, deploy the bundle (the
+core picks io.backfill.Runtime's artifact for that machine), follow the corrected readings
+for --seconds and wait until the recorder has every one. The CPU is emulated: it takes
+minutes. The userland and the wheels are cached in --cache; nothing else is left behind
+(the mounts are the namespace's, its processes end with it). Needs root; installs
+mmdebstrap, qemu-user-static and binfmt-support (Debian) if missing, and registers qemu
+with binfmt_misc (left registered: a system setting, like the packages)."""
+
+
+def device_check_arguments(args: list[str]):
+    import argparse
+    import devicecheck
+    parser = argparse.ArgumentParser(prog="python3 scripts/dev.py device-check", description=DEVICE_CHECK_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=sorted(devicecheck.ARCHES), required=True)
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the pipeline runs (default 60)")
+    parser.add_argument("--mirror", help="the Debian mirror (default: the one this machine's apt uses for "
+                                         f"{devicecheck.SUITE})")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "backfill" / "device"
+    parser.add_argument("--cache", type=Path, default=cache, help=f"the userland and wheels (default {cache})")
+    parser.add_argument("--deploy-timeout", type=float, default=1800.0,
+                        help="the longest wait for the deployment, seconds (default 1800)")
+    parser.add_argument("--drain-timeout", type=float, default=600.0,
+                        help="the longest wait for the recorder to have every reading (default 600)")
+    parsed = parser.parse_args(args)
+    for key, low in (("seconds", 5), ("deploy_timeout", 60), ("drain_timeout", 30)):
+        if getattr(parsed, key) < low:
+            parser.error(f"--{key.replace('_', '-')} must be at least {low}")
+    return parsed
+
+
+def cmd_device_check(args: list[str]) -> int:
+    import devicecheck
+    import devicehost
+    options = device_check_arguments(args)
+    if os.geteuid() != 0:
+        print("device-check needs root (unshare, chroot, mount, and mmdebstrap as root).", file=sys.stderr)
+        return 1
+    return devicehost.check(devicecheck.ARCHES[options.arch], options, ensure_package=ensure_package,
+                            ensure_venv=ensure_venv, python=str(PYTHON), root=ROOT, say=say)
+
+
+COMMANDS = {"run": cmd_run, "test": cmd_test, "bench": cmd_bench, "device-check": cmd_device_check}
 
 
 def main() -> int:

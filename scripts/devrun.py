@@ -7,6 +7,7 @@ what IoT Core received.
     follower.run()                 # until the deadline or Ctrl-C; a core restart is followed
     follower.distinct, follower.copies
     stop_core(root)                # SIGTERM the core under root (by its pid file), SIGKILL after 60 s
+    stop_all(root, processes)      # the core, then the processes started (the cloud), Ctrl-C ignored
     keys, batches = cloud_readings(db)
 """
 
@@ -66,6 +67,22 @@ def stop_core(root: Path, timeout: float = 60) -> Optional[int]:
     if alive(pid):
         os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def stop_all(root: Path, processes: list, timeout: float = 60) -> None:
+    """Stop the core under root, then SIGTERM the processes (newest first), SIGKILL after
+    `timeout`. Ctrl-C is ignored from here on: a second one must not leave processes behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_core(root)
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in reversed(processes):
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def line_of(reading: dict) -> str:
