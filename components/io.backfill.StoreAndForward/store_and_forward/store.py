@@ -24,6 +24,7 @@ on a power cut (never on a crash or SIGKILL).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 from sqlite_utils import Database
 
@@ -81,8 +82,8 @@ class DeadLetter:
     identity: Optional[tuple] = None           # (device, run, seq) when it could be read
 
 
-@dataclass
-class Row:
+class Row(NamedTuple):
+    """A stored reading as it is forwarded (a tuple: scanning makes one per row, cheaply)."""
     id: int
     device: str
     run: str
@@ -103,6 +104,9 @@ class Row:
     @property
     def key(self) -> tuple:
         return (self.device, self.run)
+
+
+_new_row = functools.partial(tuple.__new__, Row)     # Row from a SELECT of READING_COLUMNS, in C
 
 
 @dataclass
@@ -731,11 +735,20 @@ class Store:
 
     # -- forwarding --------------------------------------------------------------------------
     def _row(self, values: tuple) -> Row:
-        """A stored reading as it is to be sent: a run still being re-timed gets its new offset."""
-        row = Row(*values)
+        return self._rows((values,))[0]
+
+    def _rows(self, selected: Iterable[tuple]) -> list[Row]:
+        """Stored readings as they are to be sent: a run still being re-timed gets its new offset."""
+        rows = list(map(_new_row, selected))
+        if self._stale:
+            rows = [self._retimed(row) for row in rows]
+        return rows
+
+    def _retimed(self, row: Row) -> Row:
         offset = self._stale.get(row.key)
         if offset is not None and abs(row.t - row.mono - offset) > self.config.retime_threshold_ms:
-            row.t, row.t_orig = retimed(row.t, row.mono, offset, row.t_orig)
+            t, t_orig = retimed(row.t, row.mono, offset, row.t_orig)
+            return row._replace(t=t, t_orig=t_orig)
         return row
 
     def newest(self) -> Optional[Row]:
@@ -745,14 +758,14 @@ class Store:
 
     def latest(self, limit: int = 1) -> list[Row]:
         """The last arrivals, newest first."""
-        return [self._row(values) for values in self.db.execute(
-            "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings ORDER BY id DESC LIMIT ?", [limit])]
+        return self._rows(self.db.execute(
+            "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings ORDER BY id DESC LIMIT ?", [limit]))
 
     def scan(self, from_id: int = 0, limit: int = 500) -> list[Row]:
         """Readings with id >= from_id, oldest first."""
-        return [self._row(values) for values in self.db.execute(
+        return self._rows(self.db.execute(
             "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id >= ? ORDER BY id LIMIT ?",
-            [from_id, limit])]
+            [from_id, limit]))
 
     def get(self, ids: Iterable[int]) -> list[Row]:
         ids = list(ids)
@@ -760,8 +773,8 @@ class Store:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows += [self._row(v) for v in self.db.execute(
-                f"SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id IN ({marks})", chunk)]
+            rows += self._rows(self.db.execute(
+                f"SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id IN ({marks})", chunk))
         return sorted(rows, key=lambda r: r.id)
 
     def next_dead_letter(self) -> Optional[dict]:
