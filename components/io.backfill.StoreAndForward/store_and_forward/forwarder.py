@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import sqlite3
+from operator import itemgetter
 from typing import Iterator, Optional, Protocol
 
 from backfill_common import contracts, strictjson
@@ -456,6 +457,10 @@ class Forwarder:
                 self._forget_dead(now)
             return
         if mode == "echo" and topic == self.topic:
+            batch_id = self.ledger.echoed(payload)
+            if batch_id is not None:           # our bytes back: the batch they carry
+                self._confirmed(batch_id, now, None)
+                return
             doc = packer.batch_of(payload)
             if doc is None:
                 self.ledger.heard(now)
@@ -659,7 +664,7 @@ class Forwarder:
         if self.settings["confirm"] == "spooled":
             self._delete(batch.tags, now)
         else:
-            runs = frozenset((batch.device, run) for run, _, _ in batch.keys)
+            runs = frozenset((batch.device, run) for run in set(map(itemgetter(0), batch.keys)))
             entry = InFlight(batch.id, batch.tags, runs, batch.payload, units, now, probe=prepared.kind == "probe",
                              keep=prepared.keep)
             if self.ledger.record(entry, now):      # probes forgotten: their rows are unsent

@@ -70,6 +70,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from itertools import starmap
 from typing import Any, Iterable, Optional
 
 VERSION = 1
@@ -247,22 +248,24 @@ class _Template:
         parts.append("\\}")
         return cls("".join(parts), groups, consts, run.value)
 
-    def row_format(self, names: list) -> str:
-        """str.format() pattern of a row with these columns, from (seq, t as written, mono,
-        mono_lag, the matched cells)."""
+    def row_format(self, names: list, t_base: bool) -> str:
+        """str.format() pattern of a row with these columns, from what add_stored() keeps of
+        a row: (seq, t - t_base, t, mono, mono_lag, the matched cells, the template)."""
         cells = []
         for name in names:
-            if name in _FORMAT_ARGS:
+            if name == "t":
+                cells.append("{1}" if t_base else "{2}")
+            elif name in _FORMAT_ARGS:
                 cells.append(_FORMAT_ARGS[name])
             elif name in self.groups:
-                cells.append(f"{{4[{self.groups[name]}]}}")
+                cells.append(f"{{5[{self.groups[name]}]}}")
             else:                              # a constant of these rows, or a field they do not have
                 value = self.consts.get(name, self.run if name == "run" else None)
                 cells.append(_dumps(value).replace("{", "{{").replace("}", "}}"))
         return "[" + ",".join(cells) + "]"
 
 
-_FORMAT_ARGS = {"seq": "{0}", "t": "{1}", MONO: "{2}", LAG: "{3}"}
+_FORMAT_ARGS = {"seq": "{0}", MONO: "{3}", LAG: "{4}"}
 
 
 class BatchBuilder:
@@ -300,6 +303,7 @@ class BatchBuilder:
         self._size = 0                     # the payload size with the current layout
         self._since_plan = 0               # rows added since the layout was last chosen
         self._template: Any = None         # for stored rows of the current shape (None: not made yet; False: none)
+        self._fixed_delta: Optional[tuple] = None   # _row_fixed() of the layout, from the third row on
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -364,18 +368,17 @@ class BatchBuilder:
         """add() for a stored reading (the store's Row: run, seq, t, mono, t_orig, its JSON
         `body` and reading()): the same batch, byte for byte, but when the row has the shape
         of the batch so far (see _Template) its body is matched, not decoded, and its size
-        counted from its length."""
+        grows by its cells' lengths."""
         template = self._template
-        if self._rows and template is not False:
-            if template is None:
-                template = self._template = _Template.of(self, row.body) or False
-            if template:
-                seq, t, mono, run = row.seq, row.t, row.mono, row.run
-                if seq.__class__ is int and t.__class__ is int and mono.__class__ is int and row.t_orig is None \
-                        and run.__class__ is template.run_cls and run == template.run:
-                    match = template.pattern.fullmatch(row.body)
-                    if match is not None:
-                        return self._add_matched(template, match.groups(), run, seq, t, mono, tag)
+        if template is None and self._rows:
+            template = self._template = _Template.of(self, row.body) or False
+        if template:
+            seq, t, mono, run = row.seq, row.t, row.mono, row.run
+            if seq.__class__ is int and t.__class__ is int and mono.__class__ is int and row.t_orig is None \
+                    and run.__class__ is template.run_cls and run == template.run:
+                match = template.pattern.fullmatch(row.body)
+                if match is not None:
+                    return self._add_matched(template, match.groups(), run, seq, t, mono, tag)
         return self.add(row.reading(), tag)
 
     def _add_matched(self, template: "_Template", cells: tuple, run: Any, seq: int, t: int, mono: int,
@@ -388,26 +391,32 @@ class BatchBuilder:
         lag = t - mono - stats.offset
         lag_len = len(repr(lag))
         low, high = self._seq_range
-        seq_range = (low, seq) if seq > high else (low, high) if seq >= low else (seq, high)
-        n = len(self._rows)
-        if n >= 2 and self._since_plan < REPLAN_EVERY and not (stats.const and mono != stats.first) and \
-                (stats.lagging or not lag):    # the layout stays (what _place does, for this row alone)
-            delta = self._row_delta(self._layout, cells_len, t_len, rel_len, mono_len, lag_len)
+        fixed = self._fixed_delta
+        if fixed is not None and self._since_plan < REPLAN_EVERY and not (stats.const and mono != stats.first) \
+                and (stats.lagging or not lag):
+            # the layout stays: _row_delta() for this row, its fixed part kept since the layout was chosen
+            t_part, mono_part = fixed[1], fixed[2]
+            delta = fixed[0] + cells_len + (rel_len if t_part else t_len) + \
+                (lag_len if mono_part == 1 else mono_len if mono_part == 2 else 0)
             size = self._size + delta
-            if seq_range != self._seq_range:
-                size += self._id_len(self._run_len, seq_range) - self._id_len(self._run_len, self._seq_range)
+            if seq > high:
+                size += seq_len - len(repr(high))
+            elif seq < low:
+                size += seq_len - len(repr(low))
             if size + 2 * delta <= self.capacity:
                 stats.cells += mono_len
                 stats.lag_cells += lag_len
                 self._varying_cells += cells_len
                 self._t_cells += t_len
                 self._t_rel_cells += rel_len
-                self._seq_range, self._size = seq_range, size
+                self._seq_range = (low, seq) if seq > high else (low, high) if seq >= low else (seq, high)
+                self._size = size
                 self._since_plan += 1
-                self._rows.append((template, cells, seq, t, mono))
+                self._rows.append((seq, t - self._t_base, t, mono, lag, cells, template))
                 self._keys.append((run, seq, t))
                 self._tags.append(tag)
                 return True
+        seq_range = (low, seq) if seq > high else (low, high) if seq >= low else (seq, high)
         mono_saved = stats.saved()
         if stats.const and mono != stats.first:
             stats.const = False
@@ -415,22 +424,29 @@ class BatchBuilder:
         stats.lag_cells += lag_len
         if lag:
             stats.lagging = True
-        return self._place(n, (), (), self._varying_cells + cells_len, True, self._t_base, self._t_cells + t_len,
+        return self._place(len(self._rows), (), (), self._varying_cells + cells_len, True, self._t_base, self._t_cells + t_len,
                            self._t_rel_cells + rel_len, mono_saved, self._first_run, self._run_len, seq_range,
-                           (template, cells, seq, t, mono), tag, (run, seq, t))
+                           (seq, t - self._t_base, t, mono, lag, cells, template), tag, (run, seq, t))
 
     def _row_delta(self, layout: _Layout, varying: int, t: int, t_rel: int, mono: int, lag: int) -> int:
         """The bytes one more row adds in `layout` (the same fields; the lengths of its
         varying cells, t, t - t_base, mono and mono_lag given): cells and separators."""
-        delta = varying + len(self._varying) + 2 + (t_rel if layout.t_base else t) + 1
+        fixed, t_part, mono_part = self._row_fixed(layout)
+        return fixed + varying + (t_rel if t_part else t) + (lag if mono_part == 1 else mono if mono_part == 2 else 0)
+
+    def _row_fixed(self, layout: _Layout) -> tuple:
+        """What a row costs in `layout` beyond its varying cells, t and mono: (bytes, t as
+        t - t_base?, 1: mono_lag a column, 2: mono a column, 0: neither)."""
+        fixed = len(self._varying) + 2 + 1
         if not layout.common:
-            delta += self._const_cells + len(self._const)
+            fixed += self._const_cells + len(self._const)
+        mono_part = 0
         if self._mono.seen:
             if layout.offset:
-                delta += (lag + 1) if self._mono.lagging else 0
+                mono_part = 1 if self._mono.lagging else 0
             elif MONO not in layout.common:
-                delta += mono + 1
-        return delta
+                mono_part = 2
+        return fixed + (mono_part > 0), layout.t_base, mono_part
 
     def _place(self, n: int, new: list, broken: list, varying_cells: int, t_ok: bool, t_base: Any, t_cells: int,
                t_rel_cells: int, mono_saved: tuple, first_run: Any, run_len: int, seq_range: tuple, row: Any,
@@ -478,6 +494,7 @@ class BatchBuilder:
         self._t_ok, self._t_base, self._t_cells, self._t_rel_cells = t_ok, t_base, t_cells, t_rel_cells
         self._first_run, self._run_len, self._seq_range = first_run, run_len, seq_range
         self._layout, self._size = layout, size
+        self._fixed_delta = self._row_fixed(layout) if len(self._rows) >= 1 else None
         self._rows.append(row)
         self._keys.append(key if key is not None else (row["run"], row["seq"], row["t"]))
         self._tags.append(tag)
@@ -493,6 +510,8 @@ class BatchBuilder:
                           self._t_rel_cells, self._mono, self._run_len, self._seq_range)
         if best.size < self._size:
             self._layout, self._size = best, best.size
+            if self._fixed_delta is not None:
+                self._fixed_delta = self._row_fixed(best)
         payload = self._encode(ident, self._layout)
         assert len(payload) <= self.size <= self.capacity, "batch size bound broken"
         return Batch(ident, self.device, payload, keys, tuple(self._tags))
@@ -616,17 +635,20 @@ class BatchBuilder:
         # stored rows matched by a template: their row text from their matched cells, the same bytes
         doc["rows"] = []
         head = _dumps(doc)[:-2]            # ..."rows":[
-        formats: dict = {}
-        texts = []
-        for row in self._rows:
-            if row.__class__ is dict:
-                texts.append(_dumps([derived[name](row) if name in derived else row.get(name) for name in names]))
-                continue
-            template, cells, seq, t, mono = row
-            fmt = formats.get(template)
-            if fmt is None:
-                fmt = formats[template] = template.row_format(names)
-            texts.append(fmt.format(seq, t - base if layout.t_base else t, mono, t - mono - offset, cells))
+        texts: list = []
+        start = 0
+        rows = self._rows
+        while start < len(rows):               # runs of rows of one template, or of add()'s dicts
+            kind = rows[start].__class__ is dict or rows[start][6]
+            end = start + 1
+            while end < len(rows) and (rows[end].__class__ is dict or rows[end][6]) is kind:
+                end += 1
+            if kind is True:
+                texts += [_dumps([derived[name](row) if name in derived else row.get(name) for name in names])
+                          for row in rows[start:end]]
+            else:
+                texts += starmap(kind.row_format(names, layout.t_base).format, rows[start:end])
+            start = end
         return (head + ",".join(texts) + "]}").encode()
 
 
