@@ -61,6 +61,11 @@ Sizes: a batch never exceeds `capacity` bytes of payload; `capacity()` makes pay
 topic fit in whole billing units (5 KB) under the 128 KB payload limit. The builder keeps
 the exact size of the compact encoding as readings are added (`size`), so batches fill
 their billing units; build() asserts the payload is not larger.
+
+Stored rows (the drain): `builder.add_stored(row, tag)` takes the store's Row (run, seq, t,
+mono, t_orig and the JSON `body` of the other fields) and gives the batch add() would give
+from row.reading(), byte for byte, without decoding the body when it has the batch's shape:
+a _Template matches it, and the row's size and text come from the matched cells.
 """
 
 from __future__ import annotations
