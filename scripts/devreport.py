@@ -52,7 +52,7 @@ class Report:
     latency_p50_s: Optional[float]
     latency_p99_s: Optional[float]
     latency_max_s: Optional[float]
-    lost_keys: list = field(default_factory=list)
+    lost_keys: list = field(default_factory=list)     # every lost key, in order
 
 
 def batch_readings(payload) -> list:
@@ -73,7 +73,9 @@ def read_arrivals(db: Path, since: float = 0.0, topic_like: str = "dt/backfill/%
     out = []
     for payload, received_at in rows:
         for reading in batch_readings(payload):
-            sampled = reading.get("t_orig", reading.get("t", 0)) / 1000.0
+            # a batch with a re-timed reading has a t_orig column, null in the rows not re-timed
+            original = reading.get("t_orig")
+            sampled = (original if original is not None else reading.get("t", 0)) / 1000.0
             if sampled >= since:
                 out.append(Arrival((str(reading["run"]), int(reading["seq"])), sampled, float(received_at)))
     return out
@@ -115,9 +117,13 @@ def drained(arrivals: list[Arrival], seen_locally: dict, window_end: float) -> b
 
 
 def summarize(arrivals: list[Arrival], seen_locally: dict, fault_end: Optional[float],
-              evicted: Optional[int] = None, window_end: Optional[float] = None) -> Report:
+              evicted: Optional[int] = None, window_end: Optional[float] = None,
+              latency_from: Optional[dict] = None) -> Report:
     """`seen_locally`: {key: sample time} of the readings the device published in the scenario;
-    only readings sampled up to `window_end` count (None: all)."""
+    only readings sampled up to `window_end` count (None: all). `latency_from` ({key: epoch
+    seconds}, the soak's: when the reading was seen on local pub/sub) measures the latency from
+    there, for the readings it has, instead of from the sample time (which a stepped clock
+    moves)."""
     arrivals, seen_locally = in_window(arrivals, seen_locally, window_end)
     first: dict = {}
     for arrival in arrivals:
@@ -125,7 +131,8 @@ def summarize(arrivals: list[Arrival], seen_locally: dict, fault_end: Optional[f
             first[arrival.key] = arrival
     produced = produced_keys(set(seen_locally) | set(first))
     delivered = produced & set(first)
-    latencies = [first[k].arrived - first[k].sampled for k in delivered]
+    latencies = ([first[k].arrived - first[k].sampled for k in delivered] if latency_from is None else
+                 [first[k].arrived - latency_from[k] for k in delivered if k in latency_from])
     drain = None
     if fault_end is not None:
         held = [first[k].arrived for k in delivered if first[k].sampled <= fault_end]
@@ -135,7 +142,7 @@ def summarize(arrivals: list[Arrival], seen_locally: dict, fault_end: Optional[f
                   duplicates=sum(1 for a in arrivals if a.key in produced) - len(delivered),
                   evicted=evicted, drain_s=drain,
                   latency_p50_s=percentile(latencies, 50), latency_p99_s=percentile(latencies, 99),
-                  latency_max_s=max(latencies) if latencies else None, lost_keys=lost[:20])
+                  latency_max_s=max(latencies) if latencies else None, lost_keys=lost)
 
 
 def _seconds(value: Optional[float]) -> str:
