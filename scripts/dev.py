@@ -472,7 +472,9 @@ def soak_fault(action: str, root: Path, disk) -> None:
     deadline = time.monotonic() + 180
     while True:                           # a core that is restarting takes it once it is back
         try:
-            deploy(root, {SENSOR: {"MERGE": {"sim_clock_offset_s": offset}}}, quiet=True)
+            with open(ROOT / ".greengrass-build.lock", "w") as build_lock:     # no other run rebuilding it
+                fcntl.flock(build_lock, fcntl.LOCK_EX)
+                deploy(root, {SENSOR: {"MERGE": {"sim_clock_offset_s": offset}}}, quiet=True)
             break
         except subprocess.CalledProcessError:
             if time.monotonic() > deadline:
@@ -514,6 +516,9 @@ def report_scenario(options, scenario, follower, state: Path, cloud: Path, recei
         failed += report_soak(lines, report, soak, scenario, state, root_of=state / "root")
     text_path, png_path = state / f"report-{name}.txt", state / f"report-{name}.png"
     text_path.write_text("\n".join(lines) + "\n")
+    if soak:       # the sensor's clock was stepped back: each reading where the follower saw it
+        observed = follower.observed
+        arrivals = [devreport.Arrival(a.key, observed.get(a.key, a.sampled), a.arrived) for a in arrivals]
     devreport.plot(arrivals, scenario.events, png_path,
                    f"python3 scripts/dev.py run --scenario {options.scenario}"
                    + (f" --offline {options.offline:g}" if options.scenario == "outage" else "")
@@ -535,7 +540,8 @@ def report_soak(lines: list[str], report, soak: dict, scenario, state: Path, roo
     soak["ack_follower"].finish_at(time.monotonic())
     acknowledged, before = devsoak.split_lost(report.lost_keys, soak["acks"])
     counters = devsoak.store_counters(root_of / "work" / devsoak.STORE / "store.db")
-    faults = devsoak.fault_tally(s.action for s in scenario.steps[:len(scenario.events)])
+    done = len(scenario.events) - (1 if scenario.drained_in_time else 0)     # the last event: "drained"
+    faults = devsoak.fault_tally(s.action for s in scenario.steps[:done])
     lines += devsoak.render(acknowledged, before, soak["acks"], soak["rss"].peak_kib, soak["rss"].processes,
                             counters, faults)
     (state / "report-soak.json").write_text(json.dumps({
@@ -543,7 +549,7 @@ def report_soak(lines: list[str], report, soak: dict, scenario, state: Path, roo
         "lost_acknowledged": [list(k) for k in acknowledged], "lost_before_ack": [list(k) for k in before],
         "duplicates": report.duplicates, "acks_seen": soak["acks"].count, "drained": scenario.drained_in_time,
         "peak_rss_kib": soak["rss"].peak_kib, "processes": soak["rss"].processes, "store_counters": counters,
-        "faults": dict(faults), "steps": len(scenario.events), "planned": len(scenario.steps),
+        "faults": dict(faults), "steps": done, "planned": len(scenario.steps),
         "drain_s": report.drain_s, "latency_p50_s": report.latency_p50_s, "latency_p99_s": report.latency_p99_s,
         "latency_max_s": report.latency_max_s}, indent=1) + "\n")
     return [f"{len(acknowledged)} acknowledged readings lost"] if acknowledged else []
