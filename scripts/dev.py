@@ -542,14 +542,16 @@ def report_soak(lines: list[str], report, soak: dict, scenario, state: Path, roo
     counters = devsoak.store_counters(root_of / "work" / devsoak.STORE / "store.db")
     done = len(scenario.events) - (1 if scenario.drained_in_time else 0)     # the last event: "drained"
     faults = devsoak.fault_tally(s.action for s in scenario.steps[:done])
+    log = root_of / "logs" / f"{devsoak.STORE}.log"
+    full_seen = devsoak.disk_full_seen(log.read_text(errors="replace") if log.exists() else "")
     lines += devsoak.render(acknowledged, before, soak["acks"], soak["rss"].peak_kib, soak["rss"].processes,
-                            counters, faults)
+                            counters, faults, full_seen)
     (state / "report-soak.json").write_text(json.dumps({
         "produced": report.produced, "delivered": report.delivered, "lost": report.lost,
         "lost_acknowledged": [list(k) for k in acknowledged], "lost_before_ack": [list(k) for k in before],
         "duplicates": report.duplicates, "acks_seen": soak["acks"].count, "drained": scenario.drained_in_time,
         "peak_rss_kib": soak["rss"].peak_kib, "processes": soak["rss"].processes, "store_counters": counters,
-        "faults": dict(faults), "steps": done, "planned": len(scenario.steps),
+        "faults": dict(faults), "disk_full_seen": full_seen, "steps": done, "planned": len(scenario.steps),
         "drain_s": report.drain_s, "latency_p50_s": report.latency_p50_s, "latency_p99_s": report.latency_p99_s,
         "latency_max_s": report.latency_max_s}, indent=1) + "\n")
     return [f"{len(acknowledged)} acknowledged readings lost"] if acknowledged else []

@@ -29,7 +29,7 @@ from typing import Iterable, Optional
 
 STORE = "io.backfill.StoreAndForward"
 FILLER = "soak-disk-filler"
-KEEP_FREE = 32 * 1024          # "nearly full": this many bytes left free on the store's disk
+KEEP_FREE = 4096               # "nearly full": one page left free on the store's disk
 RSS_BOUND_MIB = 100            # each component's peak, asserted by the soak test (measured: 30-45 MiB)
 
 
@@ -180,6 +180,23 @@ def store_counters(db: Path) -> Optional[dict]:
     return json.loads(row[0]) if row else None
 
 
+FULL_SAID = "could not write the database"        # the store's log (forwarder.py), once a process
+WRITABLE_SAID = "the database is writable again"   # each time a commit succeeds after DiskFull
+
+
+def disk_full_seen(log_text: str) -> int:
+    """How many times the store's log shows it could not write its database: each "writable
+    again", and each "could not write" that no "writable again" followed (the process was
+    SIGKILLed while the disk was full; a process says "could not write" only once)."""
+    episodes, full = 0, False
+    for line in log_text.splitlines():
+        if FULL_SAID in line:
+            episodes, full = episodes + (1 if full else 0), True
+        elif WRITABLE_SAID in line:
+            episodes, full = episodes + 1, False
+    return episodes + (1 if full else 0)
+
+
 def fault_tally(labels: Iterable[str]) -> Counter:
     """How many of each kind of fault a scenario carried out (from its steps' actions)."""
     kinds = Counter()
@@ -200,7 +217,7 @@ def mib(kib: int) -> str:
 
 
 def render(acknowledged: list, before: list, acks: AckLedger, peak_kib: dict, processes: dict,
-           counters: Optional[dict], faults: Counter) -> list[str]:
+           counters: Optional[dict], faults: Counter, full_seen: int = 0) -> list[str]:
     """The soak's lines under the scenario's report."""
     given_up = None if counters is None else counters.get("given_up")
     lines = ["  faults: " + ", ".join(f"{count} {kind}" for kind, count in sorted(faults.items()))]
@@ -214,6 +231,8 @@ def render(acknowledged: list, before: list, acks: AckLedger, peak_kib: dict, pr
     peaks = ", ".join(f"{name.rsplit('.', 1)[-1]} {mib(kib)} ({processes.get(name, 0)} processes)"
                       for name, kib in sorted(peak_kib.items()))
     lines.append(f"  peak RSS (VmHWM)        {peaks or 'n/a'}")
+    lines.append(f"  disk full, as the store saw it: {full_seen} time(s) it could not write (its log), "
+                 f"of {faults.get('disk nearly full', 0)} fill(s)")
     if counters is None:
         lines.append("  store counters          n/a (no store database)")
     else:

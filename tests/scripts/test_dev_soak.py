@@ -65,6 +65,7 @@ def test_the_report_lines_name_every_fault_kind_both_losses_peaks_and_counters()
                            {"received": 10, "given_up": 1, "evicted": 0}, faults)
     text = "\n".join(lines)
     assert "lost, acknowledged      0" in text and "lost, before ack        1" in text and "given_up" in text
+    assert "disk full, as the store saw it: 0 time(s)" in text and "of 1 fill(s)" in text
     assert "StoreAndForward 40.0 MiB (3 processes)" in text and "received 10, given_up 1" in text
     assert "evicted" not in text.split("store counters")[1]          # counters at 0 are not shown
 
@@ -87,3 +88,15 @@ def test_the_small_disk_fills_to_nearly_full_and_empties_again(tmp_path):
     finally:
         disk.unmount()
     assert not disk.mounted()
+
+
+def test_the_full_disk_is_counted_from_the_stores_log_even_when_the_store_died_with_it():
+    full = "WARNING store_and_forward.forwarder: could not write the database (database or disk is full); keeping"
+    writable = "INFO store_and_forward.forwarder: the database is writable again."
+    assert devsoak.disk_full_seen("") == 0
+    assert devsoak.disk_full_seen("\n".join(["x", full, "y", writable])) == 1
+    # a process logs the full disk once: a second episode shows only as "writable again"
+    assert devsoak.disk_full_seen("\n".join([full, writable, writable])) == 2
+    # SIGKILLed while full (no "writable again"), the next process full too, then writable
+    assert devsoak.disk_full_seen("\n".join([full, full, writable])) == 2
+    assert devsoak.disk_full_seen("\n".join([writable, full])) == 2
