@@ -2,7 +2,7 @@
 """Set up and run everything on a machine that has nothing but Python 3.
 
     python3 scripts/dev.py run [--seconds N] [--fresh]   build, start the cloud side and a local core, deploy, show it working
-    python3 scripts/dev.py run --scenario outage|flap|kill|slow-link [...]   the same, with faults, then a report and a PNG
+    python3 scripts/dev.py run --scenario outage|flap|kill|slow-link|chaos|soak [...]   the same, with faults, then a report and a PNG
     python3 scripts/dev.py test [PYTEST ARGS]  the test suite (what CI runs)
     python3 scripts/dev.py bench [ARGS]        the benchmarks
 

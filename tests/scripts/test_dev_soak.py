@@ -5,11 +5,10 @@ and the small disk a real tmpfs that fills to KEEP_FREE bytes and empties again.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
-import json
-from pathlib import Path
 
 import pytest
 
