@@ -32,6 +32,7 @@ from store_and_forward import packer  # noqa: E402  (the batch format's own deco
 
 Key = tuple  # (run, seq)
 TAIL_S = 15.0   # the window ends this long after the last fault (the store batches for up to 10 s)
+MAX_LABELS = 40  # more faults than this in a picture: their lines without their labels
 
 
 @dataclass(frozen=True)
@@ -200,9 +201,11 @@ def plot(arrivals: list[Arrival], events: list[tuple[float, str]], path: Path, t
                      label="a duplicate copy", color="tab:orange")
     top = max([a.arrived - zero for a in arrivals] + [1.0])
     axes.plot([0, top], [0, top], color="grey", linewidth=0.8, linestyle="--", label="arrival = sample time")
-    for at, label in grouped(events):
-        axes.axvline(at - zero, color="tab:red", linewidth=0.8, alpha=0.6)
-        axes.annotate(label, (at - zero, top), rotation=90, va="top", ha="right", fontsize=7, color="tab:red")
+    marks = grouped(events)
+    for at, label in marks:          # a soak's hundreds of faults: thin lines, no labels
+        axes.axvline(at - zero, color="tab:red", linewidth=0.8 if len(marks) <= MAX_LABELS else 0.3, alpha=0.6)
+        if len(marks) <= MAX_LABELS:
+            axes.annotate(label, (at - zero, top), rotation=90, va="top", ha="right", fontsize=7, color="tab:red")
     axes.set_xlabel("sample time (s since the first reading)")
     axes.set_ylabel("arrival at IoT Core (s)")
     axes.set_title(title, fontsize=10)
