@@ -160,9 +160,9 @@ def run_arguments(args: list[str]):
     parser.add_argument("--restart-core", action="store_true", help="outage: restart the core halfway")
     parser.add_argument("--cycles", type=int, default=4, help="flap: how many times (default 4)")
     parser.add_argument("--kills", type=int, default=3, help="kill: how many SIGKILLs (default 3)")
-    parser.add_argument("--seed", type=int, default=1, help="kill: the seed of the times and victims (default 1)")
+    parser.add_argument("--seed", type=int, default=1, help="kill, chaos, soak: the seed of the faults (default 1)")
     parser.add_argument("--limited", type=float, default=120.0, help="slow-link: seconds limited (default 120)")
-    parser.add_argument("--minutes", type=float, default=30.0, help="chaos: minutes of faults (default 30)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="chaos, soak: minutes of faults (default 30)")
     parser.add_argument("--warmup", type=float, default=15.0, help="scenario: seconds before the first fault (default 15)")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="scenario: the longest wait for IoT Core to have every reading (default 300)")
