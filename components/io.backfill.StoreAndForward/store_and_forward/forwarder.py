@@ -134,6 +134,7 @@ class Forwarder:
         self._disk_retry_at = 0
         self._undeleted: set = set()       # confirmed rows a full disk kept: deleted again at upkeep
         self._undeleted_at = 0
+        self._salvage_at = 0               # a set-aside file's readings the disk could not take yet
         self.evicting = False
         self._state: Optional[tuple] = None
         self._report_at = 0
@@ -482,7 +483,7 @@ class Forwarder:
                     self._rewind()
                 else:                           # rows in flight: never in a packed batch
                     self._delete(entry.tags, now)
-            elif echo is not None and echo.get("device") is not None:
+            elif echo is not None and echo.get("device") is not None and self.store.closed is None:
                 # not in flight (sent before a restart, or forgotten): what arrived unchanged goes
                 rows = packer.decode(echo)
                 keys = [(r["run"], r["seq"], r["t"]) for r in rows if r.get("clock_synced") is not False]
@@ -779,6 +780,11 @@ class Forwarder:
             ids, self._undeleted = sorted(self._undeleted), set()
             self._delete(ids, now)
             self.plan.changed()
+        if self.store.salvaging and now >= self._salvage_at:
+            self._salvage_at = now + DISK_RETRY_MS
+            if self.store.salvage_step():      # below the cursor: scanned again
+                self.plan.changed()
+                self._rewind()
         try:
             if now >= self._maintenance_at:
                 self._maintenance_at = now + MAINTENANCE_MS
