@@ -19,13 +19,15 @@ N = 3000
 def refuse_new_files(monkeypatch, path):
     """sqlite3.connect refuses an empty database file at `path` while state["refuse"] (the new
     file of a set-aside: the disk full, a permission); with state["pages"], a file it opens
-    may grow to that many pages only (a disk nearly full). state["old_reads"] counts the
-    read-only opens of a set-aside file."""
-    real, state = sqlite3.connect, {"refuse": True, "pages": None, "old_reads": 0}
+    may grow to that many pages only (a disk nearly full). state["old_sql"] is every statement
+    run on a set-aside file."""
+    real, state = sqlite3.connect, {"refuse": True, "pages": None, "old_sql": []}
 
     def connect(target, *args, **kwargs):
         if str(target).startswith(f"file:{path}.corrupt-"):
-            state["old_reads"] += 1
+            conn = real(target, *args, **kwargs)
+            conn.set_trace_callback(state["old_sql"].append)
+            return conn
         if target == str(path) and state["refuse"] and (not os.path.exists(path) or os.path.getsize(path) == 0):
             raise sqlite3.OperationalError("unable to open database file")
         conn = real(target, *args, **kwargs)
@@ -48,12 +50,15 @@ def steps(h, n, ms=100):
     return errors
 
 
-def closed_mid_run(tmp_path, monkeypatch, **overrides):
-    """N acknowledged readings stored, the file damaged mid-run, the new one refused: closed."""
+def closed_mid_run(tmp_path, monkeypatch, runs=0, **overrides):
+    """N acknowledged readings stored (and one of each of `runs` other runs), the file damaged
+    mid-run, the new one refused: closed."""
     path = tmp_path / "store.db"
     h = Harness(path, subscribe=False, **overrides)
     h.feed(corrected(i) for i in range(N))
     h.step(1000)
+    h.feed(corrected(0, run=f"{i:08x}") for i in range(runs))
+    h.step(1000)                                         # their pages last: the damage meets readings
     assert h.port.acked() == N - 1
     state = refuse_new_files(monkeypatch, path)
     h.damage_mid_file()
@@ -125,13 +130,13 @@ def test_a_reopen_on_a_nearly_full_disk_keeps_the_salvage_pending_and_copies_it_
     salvageable = readable(h.store.set_aside_files[0]) - stored_or_sent(h)
     state["refuse"], state["pages"] = False, 16          # room for the schema, not for the backlog
     steps(h, 60)
-    assert h.store.closed is None and h.store.salvaging
+    assert h.store.closed is None
     assert h.store.counters["set_aside"] == 1            # the small part first
-    assert len(markers(tmp_path)) == 1
+    assert len(markers(tmp_path)) == 1                   # the rest waits, recorded
     state["pages"] = None
     h.free_disk()                                        # the disk freed
     steps(h, 600)
-    assert not h.store.salvaging and markers(tmp_path) == []
+    assert markers(tmp_path) == []
     assert salvageable <= stored_or_sent(h)
     missing = set(range(N)) - stored_or_sent(h)
     assert len(missing) <= h.store.counters["set_aside_readings"]
@@ -142,11 +147,11 @@ def test_a_restart_in_the_middle_of_a_salvage_goes_on_and_counts_the_set_aside_o
     salvageable = readable(h.store.set_aside_files[0]) - stored_or_sent(h)
     state["refuse"], state["pages"] = False, 16
     steps(h, 60)
-    assert h.store.salvaging
+    assert h.store.closed is None and len(markers(tmp_path)) == 1
     h.store.db.conn.close()                              # killed
     state["pages"] = None
     h2 = Harness(h.path)
-    assert not h2.store.salvaging and markers(tmp_path) == []
+    assert markers(tmp_path) == []
     assert salvageable <= stored_or_sent(h2)
     assert h2.store.counters["set_aside"] == 1
 
@@ -293,12 +298,18 @@ def test_an_echo_while_closed_is_ignored(tmp_path, monkeypatch):
     assert h.store.closed is None
 
 
-def test_failed_attempts_to_reopen_read_nothing_of_the_old_file(tmp_path, monkeypatch):
-    """#7: every failed attempt read the whole old file; now it is read once the new one is open."""
-    h, state = closed_mid_run(tmp_path, monkeypatch)
-    reads = state["old_reads"]
+def test_a_first_transaction_that_does_not_fit_keeps_the_store_closed_without_reading_the_old_readings(
+        tmp_path, monkeypatch):
+    """#2 and #7: the new file opens on a disk nearly full but its first transaction (2,000
+    watermarks) does not fit: the store stays closed and tries again, and no attempt reads
+    the old file's readings (each one read them all) until that transaction is in."""
+    h, state = closed_mid_run(tmp_path, monkeypatch, runs=2000)
+    state["refuse"], state["pages"] = False, 16
+    state["old_sql"].clear()
     steps(h, 200)                                        # 20 s: four attempts
-    assert h.store.closed is not None and state["old_reads"] == reads
-    state["refuse"] = False
+    assert h.store.closed is not None
+    assert [sql for sql in state["old_sql"] if "body" in sql] == []
+    state["pages"] = None
     steps(h, 60)
-    assert h.store.closed is None and state["old_reads"] > reads
+    assert h.store.closed is None and markers(tmp_path) == []
+    assert h.store.run_count() == 2001
