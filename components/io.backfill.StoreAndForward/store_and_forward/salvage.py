@@ -136,9 +136,11 @@ class OldFile:
         return self.value(f"SELECT MIN(rowid) FROM {table}", 0)
 
     def rows(self, table: str, columns: str, low: int, high: int) -> list[tuple]:
-        """The rows of `table` with low <= rowid < high that can still be read: the range at
-        once, then each rowid it did not give one by one (a damaged page can fail the range,
-        or end it early without an error, while a lookup by rowid still reaches the row)."""
+        """The rows of `table` with low <= rowid < high that can still be read in full: the
+        range at once, then each rowid it did not give, one by one. A range over a damaged
+        page may fail, or give fewer rows without an error: 8 KB of random bytes over the
+        middle of a 3,000-reading file (Harness.damage_mid_file), 12 times out of 20 a range
+        of 500 gave 425 rows while 27 to 34 more could still be read by their rowid."""
         if self.conn is None:
             return []
         try:

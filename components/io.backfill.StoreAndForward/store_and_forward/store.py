@@ -187,6 +187,13 @@ class _Memory:
     dead_count: int
 
 
+def synchronous_mode(mode: str) -> str:
+    mode = mode.upper()
+    if mode not in SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
+    return mode
+
+
 def _larger(*counters: dict) -> dict:
     """Each counter at its largest value among `counters` (the same history, saved at
     different times: the larger is the later)."""
@@ -310,11 +317,8 @@ class Store:
         new file and each old file say; set_aside counted once for each old file, and its
         salvage recorded (a restart goes on from there)."""
         counters = _larger(memory.counters, self.counters)
-        marks = self._marks
         for key, mark in memory.marks.items():
-            if mark.acked > marks.get(key, Watermark()).acked:
-                marks[key] = mark
-            self._given_up[key] = max(self._given_up.get(key, 0), memory.given_up.get(key, 0))
+            self._merge_run(key, mark, memory.given_up.get(key, 0))
         top = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
         top = top[0] if top else 0
         progress = {name: entry for name, entry in self._progress.items()
@@ -326,9 +330,7 @@ class Store:
             try:
                 counters = _larger(counters, old.counters())
                 for key, (acked, given_up) in old.runs().items():
-                    if acked > marks.get(key, Watermark()).acked:
-                        marks[key] = Watermark(acked)
-                    self._given_up[key] = max(self._given_up.get(key, 0), given_up)
+                    self._merge_run(key, Watermark(acked), given_up)
                 top = max(top, old.top("readings"), aside.min_id)
                 held = aside.held if aside.held is not None else old.held()
             finally:
@@ -339,11 +341,17 @@ class Store:
         with self.db.atomic():
             self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
             self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)", [top])
-            for key, mark in marks.items():
+            for key, mark in self._marks.items():
                 self._save_run(key, mark, self._given_up.get(key, 0))
             self._save_meta(counters, self.count)
             self._save_progress(progress)
         self.counters, self._progress = counters, progress
+
+    def _merge_run(self, key: tuple, mark: Watermark, given_up: int) -> None:
+        """The larger watermark (the same run, known at different times: the larger is the later)."""
+        if mark.acked > self.watermark(*key):
+            self._marks[key] = mark
+        self._given_up[key] = max(self._given_up.get(key, 0), given_up)
 
     def salvage_step(self) -> int:
         """Copy into the database what the set-aside files still hold, a transaction a chunk,
@@ -448,16 +456,13 @@ class Store:
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.enable_wal()
         self.db.execute(f"PRAGMA journal_size_limit={self.wal_limit}")
-        self.db.execute(f"PRAGMA synchronous={self.config.synchronous}")
+        self.db.execute(f"PRAGMA synchronous={synchronous_mode(self.config.synchronous)}")
         self._schema()
         self._load()
 
     def set_synchronous(self, mode: str) -> None:
         """Now; while the store is closed, when the database is opened (review of 5dc89ea #4)."""
-        mode = mode.upper()
-        if mode not in SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
-        self.config.synchronous = mode
+        mode = self.config.synchronous = synchronous_mode(mode)
         if self.closed is None:
             self.db.execute(f"PRAGMA synchronous={mode}")
 
