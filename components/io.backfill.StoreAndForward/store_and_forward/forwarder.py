@@ -37,7 +37,7 @@ from .ledger import ONLINE, UNKNOWN, InFlight, Ledger
 from .rate import RatePlan
 from .planner import Planner, Prepared
 from . import store as store_module
-from .store import CommitResult, DeadLetter, DiskFull, Store, is_corruption
+from .store import CommitResult, DeadLetter, DiskFull, Store, is_corruption, is_damaged_read
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +414,7 @@ class Forwarder:
         try:
             self._on_iot(topic, payload)
         except sqlite3.DatabaseError as error:
-            if not is_corruption(error):
+            if not is_damaged_read(error):
                 raise
             self._corrupt(error)
         if was != ONLINE and self.ledger.link == ONLINE:   # any message back (even unreadable): scan again
@@ -509,7 +509,7 @@ class Forwarder:
             self._upkeep(now)
             self._retime(now)
         except sqlite3.DatabaseError as error:
-            if not is_corruption(error):
+            if not is_damaged_read(error):
                 raise
             self._corrupt(error)
         finally:                           # whatever failed above, the shadow says so
@@ -799,7 +799,7 @@ class Forwarder:
                 self._checkpoint_at = now
                 self.store.checkpoint()
         except Exception as error:   # a full disk must not stop the loop
-            if isinstance(error, sqlite3.DatabaseError) and is_corruption(error):
+            if isinstance(error, sqlite3.DatabaseError) and is_damaged_read(error):
                 raise
             self.problems.add(f"upkeep {type(error).__name__}", f"store upkeep failed: {error}")
 
