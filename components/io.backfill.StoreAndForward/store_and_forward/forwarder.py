@@ -38,7 +38,7 @@ from .ledger import ONLINE, UNKNOWN, InFlight, Ledger
 from .rate import RatePlan
 from .planner import Planner, Prepared
 from . import store as store_module
-from .store import CommitResult, DeadLetter, DiskFull, Store, is_corruption
+from .store import CommitResult, DeadLetter, DiskFull, Store, is_corruption, is_damaged_read
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ class Forwarder:
         self._disk_retry_at = 0
         self._undeleted: set = set()       # confirmed rows a full disk kept: deleted again at upkeep
         self._undeleted_at = 0
+        self._salvage_at = 0               # a set-aside file's readings the disk could not take yet
         self.evicting = False
         self._state: Optional[tuple] = None
         self._report_at = 0
@@ -414,7 +415,7 @@ class Forwarder:
         try:
             self._on_iot(topic, payload)
         except sqlite3.DatabaseError as error:
-            if not is_corruption(error):
+            if not is_damaged_read(error):
                 raise
             self._corrupt(error)
         if was != ONLINE and self.ledger.link == ONLINE:   # any message back (even unreadable): scan again
@@ -487,7 +488,7 @@ class Forwarder:
                     self._rewind()
                 else:                           # rows in flight: never in a packed batch
                     self._delete(entry.tags, now)
-            elif echo is not None and echo.get("device") is not None:
+            elif echo is not None and echo.get("device") is not None and self.store.closed is None:
                 # not in flight (sent before a restart, or forgotten): what arrived unchanged goes
                 rows = packer.decode(echo)
                 keys = [(r["run"], r["seq"], r["t"]) for r in rows if r.get("clock_synced") is not False]
@@ -513,7 +514,7 @@ class Forwarder:
             self._upkeep(now)
             self._retime(now)
         except sqlite3.DatabaseError as error:
-            if not is_corruption(error):
+            if not is_damaged_read(error):
                 raise
             self._corrupt(error)
         finally:                           # whatever failed above, the shadow says so
@@ -784,6 +785,11 @@ class Forwarder:
             ids, self._undeleted = sorted(self._undeleted), set()
             self._delete(ids, now)
             self.plan.changed()
+        if self.store.salvaging and now >= self._salvage_at:
+            self._salvage_at = now + DISK_RETRY_MS
+            if self.store.salvage_step():      # below the cursor: scanned again
+                self.plan.changed()
+                self._rewind()
         try:
             if now >= self._maintenance_at:
                 self._maintenance_at = now + MAINTENANCE_MS
@@ -798,7 +804,7 @@ class Forwarder:
                 self._checkpoint_at = now
                 self.store.checkpoint()
         except Exception as error:   # a full disk must not stop the loop
-            if isinstance(error, sqlite3.DatabaseError) and is_corruption(error):
+            if isinstance(error, sqlite3.DatabaseError) and is_damaged_read(error):
                 raise
             self.problems.add(f"upkeep {type(error).__name__}", f"store upkeep failed: {error}")
 
