@@ -32,6 +32,7 @@ from store_and_forward import packer  # noqa: E402  (the batch format's own deco
 
 Key = tuple  # (run, seq)
 TAIL_S = 15.0   # the window ends this long after the last fault (the store batches for up to 10 s)
+MAX_LABELS = 40  # more faults than this in a picture: their lines without their labels
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Report:
     latency_p50_s: Optional[float]
     latency_p99_s: Optional[float]
     latency_max_s: Optional[float]
-    lost_keys: list = field(default_factory=list)
+    lost_keys: list = field(default_factory=list)     # every lost key, in order
 
 
 def batch_readings(payload) -> list:
@@ -73,7 +74,9 @@ def read_arrivals(db: Path, since: float = 0.0, topic_like: str = "dt/backfill/%
     out = []
     for payload, received_at in rows:
         for reading in batch_readings(payload):
-            sampled = reading.get("t_orig", reading.get("t", 0)) / 1000.0
+            # a batch with a re-timed reading has a t_orig column, null in the rows not re-timed
+            original = reading.get("t_orig")
+            sampled = (original if original is not None else reading.get("t", 0)) / 1000.0
             if sampled >= since:
                 out.append(Arrival((str(reading["run"]), int(reading["seq"])), sampled, float(received_at)))
     return out
@@ -115,9 +118,13 @@ def drained(arrivals: list[Arrival], seen_locally: dict, window_end: float) -> b
 
 
 def summarize(arrivals: list[Arrival], seen_locally: dict, fault_end: Optional[float],
-              evicted: Optional[int] = None, window_end: Optional[float] = None) -> Report:
+              evicted: Optional[int] = None, window_end: Optional[float] = None,
+              latency_from: Optional[dict] = None) -> Report:
     """`seen_locally`: {key: sample time} of the readings the device published in the scenario;
-    only readings sampled up to `window_end` count (None: all)."""
+    only readings sampled up to `window_end` count (None: all). `latency_from` ({key: epoch
+    seconds}, the soak's: when the reading was seen on local pub/sub) measures the latency from
+    there, for the readings it has, instead of from the sample time (which a stepped clock
+    moves)."""
     arrivals, seen_locally = in_window(arrivals, seen_locally, window_end)
     first: dict = {}
     for arrival in arrivals:
@@ -125,7 +132,8 @@ def summarize(arrivals: list[Arrival], seen_locally: dict, fault_end: Optional[f
             first[arrival.key] = arrival
     produced = produced_keys(set(seen_locally) | set(first))
     delivered = produced & set(first)
-    latencies = [first[k].arrived - first[k].sampled for k in delivered]
+    latencies = ([first[k].arrived - first[k].sampled for k in delivered] if latency_from is None else
+                 [first[k].arrived - latency_from[k] for k in delivered if k in latency_from])
     drain = None
     if fault_end is not None:
         held = [first[k].arrived for k in delivered if first[k].sampled <= fault_end]
@@ -135,7 +143,7 @@ def summarize(arrivals: list[Arrival], seen_locally: dict, fault_end: Optional[f
                   duplicates=sum(1 for a in arrivals if a.key in produced) - len(delivered),
                   evicted=evicted, drain_s=drain,
                   latency_p50_s=percentile(latencies, 50), latency_p99_s=percentile(latencies, 99),
-                  latency_max_s=max(latencies) if latencies else None, lost_keys=lost[:20])
+                  latency_max_s=max(latencies) if latencies else None, lost_keys=lost)
 
 
 def _seconds(value: Optional[float]) -> str:
@@ -193,9 +201,11 @@ def plot(arrivals: list[Arrival], events: list[tuple[float, str]], path: Path, t
                      label="a duplicate copy", color="tab:orange")
     top = max([a.arrived - zero for a in arrivals] + [1.0])
     axes.plot([0, top], [0, top], color="grey", linewidth=0.8, linestyle="--", label="arrival = sample time")
-    for at, label in grouped(events):
-        axes.axvline(at - zero, color="tab:red", linewidth=0.8, alpha=0.6)
-        axes.annotate(label, (at - zero, top), rotation=90, va="top", ha="right", fontsize=7, color="tab:red")
+    marks = grouped(events)
+    for at, label in marks:          # a soak's hundreds of faults: thin lines, no labels
+        axes.axvline(at - zero, color="tab:red", linewidth=0.8 if len(marks) <= MAX_LABELS else 0.3, alpha=0.6)
+        if len(marks) <= MAX_LABELS:
+            axes.annotate(label, (at - zero, top), rotation=90, va="top", ha="right", fontsize=7, color="tab:red")
     axes.set_xlabel("sample time (s since the first reading)")
     axes.set_ylabel("arrival at IoT Core (s)")
     axes.set_title(title, fontsize=10)

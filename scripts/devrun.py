@@ -7,6 +7,7 @@ what IoT Core received.
     follower.run()                 # until the deadline or Ctrl-C; a core restart is followed
     follower.distinct, follower.copies
     stop_core(root)                # SIGTERM the core under root (by its pid file), SIGKILL after 60 s
+    stop_all(root, processes)      # the core, then the processes started (the cloud), Ctrl-C ignored
     keys, batches = cloud_readings(db)
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 CORRECTED = "backfill/readings/corrected"
+ACKS = "backfill/acks"
 
 
 def say(text: str) -> None:
@@ -68,6 +70,22 @@ def stop_core(root: Path, timeout: float = 60) -> Optional[int]:
     return pid
 
 
+def stop_all(root: Path, processes: list, timeout: float = 60) -> None:
+    """Stop the core under root, then SIGTERM the processes (newest first), SIGKILL after
+    `timeout`. Ctrl-C is ignored from here on: a second one must not leave processes behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_core(root)
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in reversed(processes):
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def line_of(reading: dict) -> str:
     """One reading, with its run (a sensor restart starts a new run at seq 0)."""
     where = f"    run {str(reading['run'])[:8]} seq {int(reading['seq']):>5}"
@@ -84,13 +102,14 @@ class Follower:
 
     def __init__(self, python: str, env: dict, root: Path, deadline: Optional[float],
                  out: Callable[[str], None] = lambda text: print(text, flush=True),
-                 on_reading: Optional[Callable[[dict], None]] = None) -> None:
+                 on_reading: Optional[Callable[[dict], None]] = None, topic: str = CORRECTED) -> None:
         """`out` gets the lines to show; `on_reading` (a live view), if given, gets every copy of
         every reading instead of a line per distinct reading."""
         self.python, self.env, self.root, self.deadline, self.out = python, env, root, deadline, out
-        self.on_reading = on_reading
+        self.on_reading, self.topic = on_reading, topic
         self.keys: set = set()
         self.sampled: dict = {}                  # (run, seq) -> sample time, epoch seconds
+        self.observed: dict = {}                 # (run, seq) -> when this follower first saw it, epoch seconds
         self.copies = 0
         self.restarts = 0
         self._watch: Optional[subprocess.Popen] = None
@@ -118,7 +137,7 @@ class Follower:
         try:
             while not self.over():
                 self._watch = subprocess.Popen(
-                    [self.python, "-m", "localgg", "pubsub", "sub", "--root", str(self.root), "--topic", CORRECTED],
+                    [self.python, "-m", "localgg", "pubsub", "sub", "--root", str(self.root), "--topic", self.topic],
                     env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 if self.over():                  # the timer fired while it started
                     self._terminate()
@@ -157,6 +176,7 @@ class Follower:
                 if key in self.keys:
                     continue                     # a resend: shown once
                 self.keys.add(key)
+                self.observed[(str(reading["run"]), int(reading["seq"]))] = time.time()
                 if isinstance(reading.get("t"), (int, float)):
                     self.sampled[(str(reading["run"]), int(reading["seq"]))] = reading["t"] / 1000.0
                 if self.on_reading is None:

@@ -6,7 +6,9 @@
 
 The planner only says what to do; `do(step)` does it (localgg fault ...), so the plan is
 tested without a core. Actions: "link down", "link up", "link limit", "link clear",
-"core restart", "core restart --kill", "broker restart", "kill <component>". Times are seconds after the scenario starts (a warm-up
+"core restart", "core restart --kill", "broker restart", "kill <component>", and in the soak
+"clock step <seconds>" (the sensor's wall clock that far off the true time; 0: back to it),
+"disk fill", "disk free" (the store's disk nearly full, room again). Times are seconds after the scenario starts (a warm-up
 first, so that the pipeline runs before the first fault).
 """
 
@@ -18,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-SCENARIOS = ("outage", "flap", "kill", "slow-link", "chaos")
+SCENARIOS = ("outage", "flap", "kill", "slow-link", "chaos", "soak")
 COMPONENTS = ("io.backfill.Bme680Sensor", "io.backfill.TemperatureCorrection", "io.backfill.StoreAndForward")
 FLAP_DOWN_S, FLAP_UP_S = 8.0, 12.0
 KILL_SPACING_S = 20.0
@@ -35,8 +37,8 @@ class Step:
 def plan(name: str, *, offline: float = 60.0, restart_core: bool = False, cycles: int = 4, kills: int = 3,
          seed: int = 1, limited: float = 120.0, warmup: float = 15.0, minutes: float = 30.0) -> list[Step]:
     """The faults of a scenario, in time order."""
-    if name == "chaos":
-        return chaos(minutes * 60, seed, warmup)
+    if name in ("chaos", "soak"):
+        return chaos(minutes * 60, seed, warmup, CHAOS_FAULTS if name == "chaos" else SOAK_FAULTS)
     if name == "outage":
         steps = [Step(warmup, "link down", f"link down for {offline:g} s")]
         if restart_core:      # the link's fault is the network's: it stays down across the restart
@@ -65,38 +67,59 @@ def plan(name: str, *, offline: float = 60.0, restart_core: bool = False, cycles
 
 CHAOS_GAP_S = (3.0, 10.0)           # between two faults
 CHAOS_FAULTS = ("kill", "core restart", "core restart --kill", "broker restart", "link down", "link limit")
+# the soak's (scripts/bench soak) also step the sensor's clock back and fill the store's disk
+SOAK_FAULTS = CHAOS_FAULTS + ("clock step", "disk full")
+HELD_S = (2.0, 20.0)                # how long a link, clock or disk fault lasts
+CLOCK_BEHIND_S = (30.0, 3600.0)     # how far the sensor's clock steps back
+# a held fault: its kind, the action that undoes it and that action's label
+UNDO = {"link down": ("link", "link up", "link up"),
+        "link limit": ("link", "link clear", "link unlimited"),
+        "clock step": ("clock", "clock step 0", "the sensor's clock steps to the true time (as NTP does)"),
+        "disk full": ("disk", "disk free", "the store's disk has room again")}
 
 
-def chaos(seconds: float, seed: int, warmup: float = 15.0) -> list[Step]:
-    """A fault every few seconds for `seconds`, drawn at random (seeded, so replayable): a
-    component SIGKILLed, the core restarted (gracefully or SIGKILLed with its components),
-    the broker restarted, the link down or limited for a while (then back). The link is
-    always back, unlimited, at the end."""
+def chaos(seconds: float, seed: int, warmup: float = 15.0, faults: tuple = CHAOS_FAULTS) -> list[Step]:
+    """A fault every few seconds for `seconds`, drawn at random from `faults` (seeded, so
+    replayable): a component SIGKILLed, the core restarted (gracefully or SIGKILLed with its
+    components), the broker restarted, the link down or limited for a while (then back);
+    with SOAK_FAULTS also the sensor's wall clock stepped back (then forward to the true time,
+    as NTP steps it) and the store's disk nearly full for a while (then room again). One link,
+    one clock and one disk fault at a time; each is undone before the end."""
     rng = random.Random(seed)
     steps: list[Step] = []
     at, end = warmup, warmup + seconds
-    link = "up"                                  # "up", "down" or "limited"
-    back_at = 0.0
+    held: dict = {}                              # kind ("link", "clock", "disk") -> (undo at, fault)
     while at < end:
-        if link != "up" and at >= back_at:
-            steps.append(Step(at, "link up" if link == "down" else "link clear",
-                              "link up" if link == "down" else "link unlimited"))
-            link = "up"
+        due = [kind for kind, (back_at, _) in held.items() if at >= back_at]
+        if due:
+            _, action, label = UNDO[held.pop(due[0])[1]]
+            steps.append(Step(at, action, label))
         else:
-            fault = rng.choice(CHAOS_FAULTS if link == "up" else [f for f in CHAOS_FAULTS if not f.startswith("link")])
+            fault = rng.choice([f for f in faults if f not in UNDO or UNDO[f][0] not in held])
             if fault == "kill":
                 victim = rng.choice(COMPONENTS)
                 steps.append(Step(at, f"kill {victim}", f"SIGKILL {victim.rsplit('.', 1)[-1]}"))
-            elif fault.startswith("link"):
-                hold = rng.uniform(2.0, 20.0)
-                link, back_at = ("down", at + hold) if fault == "link down" else ("limited", at + hold)
-                steps.append(Step(at, fault, f"{fault} for {hold:.0f} s" if fault == "link down" else
-                                  f"link limited ({SLOW_BANDWIDTH} B/s, {SLOW_LATENCY_MS} ms) for {hold:.0f} s"))
+            elif fault in UNDO:
+                hold = rng.uniform(*HELD_S)
+                held[UNDO[fault][0]] = (at + hold, fault)
+                if fault == "link down":
+                    steps.append(Step(at, fault, f"link down for {hold:.0f} s"))
+                elif fault == "link limit":
+                    steps.append(Step(at, fault, f"link limited ({SLOW_BANDWIDTH} B/s, {SLOW_LATENCY_MS} ms) "
+                                                 f"for {hold:.0f} s"))
+                elif fault == "clock step":
+                    behind = round(rng.uniform(*CLOCK_BEHIND_S))
+                    steps.append(Step(at, f"clock step -{behind}",
+                                      f"the sensor's clock steps {behind} s back for {hold:.0f} s"))
+                else:
+                    steps.append(Step(at, "disk fill", f"the store's disk nearly full for {hold:.0f} s"))
             else:
                 steps.append(Step(at, fault, fault.replace("--kill", "(SIGKILL)")))
         at += rng.uniform(*CHAOS_GAP_S)
-    if link != "up":
-        steps.append(Step(end, "link up" if link == "down" else "link clear", "link back for the drain"))
+    for kind, (_, fault) in held.items():
+        _, action, _ = UNDO[fault]
+        steps.append(Step(end, action, {"link": "link back for the drain", "clock": "the clock back for the drain",
+                                        "disk": "the disk's room back for the drain"}[kind]))
     return steps
 
 

@@ -201,10 +201,13 @@ def drain_rows(args, lc, witness, base: Path, notes: list[str]) -> list[Row]:
                  f"{100 * ceiling(per_batch, wire, STORE_PUBLISHES_PER_S, STORE_BYTES_PER_S) / top:.0f} % of it "
                  f"in the long run (the store's and the bridge's limiters both let up to a second of quota build "
                  f"up while idle, so a short run can do better)")
+    first_cpu = "its first batch not seen" if ours.first_cpu_s is None else \
+        f"{ours.first_cpu_s:.2f} s of it until its first batch was in the cloud: Python's start-up, imports, the " \
+        f"IPC connection and the first batches"
     notes.append(f"drain: time from launching the component (python start-up, IPC connection, SubscribeToIoTCore "
                  f"included) to the last reading recorded by `localgg cloud record`; every batch confirmed by its "
-                 f"echo and deleted {ours.confirmed_s:.1f} s after launch; store process: {ours.cpu_s:.1f} s CPU, "
-                 f"peak RSS {ours.peak_rss_mb:.0f} MB")
+                 f"echo and deleted {ours.confirmed_s:.1f} s after launch; store process: {ours.cpu_s:.2f} s CPU "
+                 f"({first_cpu}), peak RSS {ours.peak_rss_mb:.0f} MB")
     notes.append(f"naive: ran {naive.seconds:.0f} s (then stopped: at 100/s a day takes ~15 min): the cloud "
                  f"received {naive.received:,} readings "
                  f"({naive_rate:,.0f}/s, extrapolated to {n:,}); it deleted {naive.deleted:,} rows on return, so "

@@ -48,6 +48,7 @@ class DrainResult:
     wire_bytes: int
     units: int
     cpu_s: float                           # the store process, launch -> drained
+    first_cpu_s: Optional[float]           # the same, launch -> its first batch seen in the cloud (start-up)
     peak_rss_mb: float
 
 
@@ -93,7 +94,7 @@ def drain_store(lc: LocalCloud, witness: Witness, work: Path, readings: list[dic
     launched = time.monotonic_ns()
     process = lc.spawn(["-u", "-m", "store_and_forward", "--work", str(work)], env, work / "store.log", cwd=work)
     deadline = time.monotonic() + timeout_s
-    arrived_ns = None
+    arrived_ns = first_cpu_s = None
     while arrived_ns is None:
         if process.poll() is not None:
             raise RuntimeError(f"the store exited with {process.returncode}: see {work / 'store.log'}")
@@ -102,6 +103,8 @@ def drain_store(lc: LocalCloud, witness: Witness, work: Path, readings: list[dic
                                f"{timeout_s} s: see {work / 'store.log'}")
         time.sleep(POLL_S)
         witness.poll()
+        if first_cpu_s is None and count.messages > before_messages:
+            first_cpu_s = procstat.cpu_seconds(process.pid)
         if wanted <= count.keys:
             arrived_ns = max(count.arrivals[-1], launched)
     cpu_s = procstat.cpu_seconds(process.pid)
@@ -116,7 +119,7 @@ def drain_store(lc: LocalCloud, witness: Witness, work: Path, readings: list[dic
                        batches=count.messages - before_messages,
                        copies=count.readings - before_readings - len(wanted),
                        wire_bytes=count.wire_bytes - before_bytes, units=count.units - before_units,
-                       cpu_s=cpu_s, peak_rss_mb=peak)
+                       cpu_s=cpu_s, first_cpu_s=first_cpu_s, peak_rss_mb=peak)
 
 
 def fill_naive(db: Path, readings: list[dict]) -> None:

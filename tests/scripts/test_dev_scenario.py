@@ -144,3 +144,40 @@ def test_arrivals_are_read_from_the_recorders_batches_and_pictured(tmp_path):
 def test_events_at_the_same_moment_share_one_line_in_the_picture():
     assert devreport.grouped([(10.0, "b"), (0.0, "a"), (11.0, "c"), (20.0, "d")]) == [
         (0.0, "a"), (10.0, "b; c"), (20.0, "d")]
+
+
+def test_a_batch_with_a_retimed_reading_is_read_at_each_readings_original_time(tmp_path):
+    t0 = 1_800_000_000_000
+    readings = [{"run": "r1", "seq": s, "t": t0 + 1000 * s, "mono": 1000 * s, "status": "ok", "temperature": 20.0,
+                 "temperature_raw": 25.0, "humidity": 40.0, "pressure": 1000.0, "cpu_temperature": 45.0}
+                for s in range(4)]
+    readings[1]["t_orig"] = readings[1]["t"] - 600_000           # re-timed: sampled 10 min behind
+    db = recorder_db(tmp_path / "received.db", [(b.payload, t0 / 1000 + 9) for b in packer.pack("pi", readings)])
+    sampled = {a.key: a.sampled for a in devreport.read_arrivals(db)}   # the other rows' t_orig is null
+    assert sampled == {("r1", 0): t0 / 1000, ("r1", 1): t0 / 1000 + 1 - 600, ("r1", 2): t0 / 1000 + 2,
+                       ("r1", 3): t0 / 1000 + 3}
+
+
+def test_the_soak_adds_clock_steps_and_a_full_disk_each_undone_and_one_of_a_kind_at_a_time():
+    steps = devscenario.plan("soak", minutes=30, seed=5, warmup=15)
+    assert steps == devscenario.plan("soak", minutes=30, seed=5, warmup=15) != devscenario.plan("soak", minutes=30)
+    actions = [s.action for s in steps]
+    for fault in ("core restart", "core restart --kill", "broker restart", "link down", "link limit", "disk fill"):
+        assert fault in actions, fault
+    assert {a.split(" ", 1)[1] for a in actions if a.startswith("kill ")} == set(devscenario.COMPONENTS)
+    behind = [-float(a.rsplit(" ", 1)[1]) for a in actions if a.startswith("clock step -")]
+    assert behind and all(devscenario.CLOCK_BEHIND_S[0] <= b <= devscenario.CLOCK_BEHIND_S[1] for b in behind)
+    state = {"link": None, "clock": None, "disk": None}     # each held fault is undone before the next
+    for action in actions:
+        kind = action.split(" ")[0]
+        if action in ("link down", "link limit", "disk fill") or action.startswith("clock step -"):
+            assert state[kind] is None, action
+            state[kind] = action
+        elif action in ("link up", "link clear", "disk free", "clock step 0"):
+            assert state[kind] is not None, action
+            state[kind] = None
+    assert state == {"link": None, "clock": None, "disk": None}
+    # the chaos scenario has none of them (it needs no tmpfs and no deployment), and its plans are
+    # the ones it had before the soak's faults were added
+    chaos = [s.action for s in devscenario.plan("chaos", minutes=30, seed=5)]
+    assert not [a for a in chaos if a.startswith(("clock", "disk"))]

@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import sqlite3
+from operator import itemgetter
 from typing import Iterator, Optional, Protocol
 
 from backfill_common import contracts, strictjson
@@ -37,7 +38,7 @@ from .ledger import ONLINE, UNKNOWN, InFlight, Ledger
 from .rate import RatePlan
 from .planner import Planner, Prepared
 from . import store as store_module
-from .store import CommitResult, DeadLetter, DiskFull, Store, is_corruption
+from .store import CommitResult, DeadLetter, DiskFull, Store, is_corruption, is_damaged_read
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class Forwarder:
         self._disk_retry_at = 0
         self._undeleted: set = set()       # confirmed rows a full disk kept: deleted again at upkeep
         self._undeleted_at = 0
+        self._salvage_at = 0               # a set-aside file's readings the disk could not take yet
         self.evicting = False
         self._state: Optional[tuple] = None
         self._report_at = 0
@@ -424,7 +426,7 @@ class Forwarder:
         try:
             self._on_iot(topic, payload)
         except sqlite3.DatabaseError as error:
-            if not is_corruption(error):
+            if not is_damaged_read(error):
                 raise
             self._corrupt(error)
         if was != ONLINE and self.ledger.link == ONLINE:   # any message back (even unreadable): scan again
@@ -468,6 +470,10 @@ class Forwarder:
                 self._forget_dead(now)
             return
         if mode == "echo" and topic == self.topic:
+            batch_id = self.ledger.echoed(payload)
+            if batch_id is not None:           # our bytes back: the batch they carry
+                self._confirmed(batch_id, now, None)
+                return
             doc = packer.batch_of(payload)
             if doc is None:
                 self.ledger.heard(now)
@@ -497,7 +503,7 @@ class Forwarder:
                     self._rewind()
                 else:                           # rows in flight: never in a packed batch
                     self._delete(entry.tags, now)
-            elif echo is not None and echo.get("device") is not None:
+            elif echo is not None and echo.get("device") is not None and self.store.closed is None:
                 # not in flight (sent before a restart, or forgotten): what arrived unchanged goes
                 rows = packer.decode(echo)
                 keys = [(r["run"], r["seq"], r["t"]) for r in rows if r.get("clock_synced") is not False]
@@ -526,7 +532,7 @@ class Forwarder:
             self._upkeep(now)
             self._retime(now)
         except sqlite3.DatabaseError as error:
-            if not is_corruption(error):
+            if not is_damaged_read(error):
                 raise
             self._corrupt(error)
         finally:                           # whatever failed above, the shadow says so
@@ -790,7 +796,7 @@ class Forwarder:
         if self.settings["confirm"] == "spooled":
             self._delete(batch.tags, now)
         else:
-            runs = frozenset((batch.device, run) for run, _, _ in batch.keys)
+            runs = frozenset((batch.device, run) for run in set(map(itemgetter(0), batch.keys)))
             entry = InFlight(batch.id, batch.tags, runs, batch.payload, units, now, probe=prepared.kind == "probe",
                              keep=prepared.keep)
             if self.ledger.record(entry, now):      # probes forgotten: their rows are unsent
@@ -911,6 +917,11 @@ class Forwarder:
             ids, self._undeleted = sorted(self._undeleted), set()
             self._delete(ids, now)
             self.plan.changed()
+        if self.store.salvaging and now >= self._salvage_at:
+            self._salvage_at = now + DISK_RETRY_MS
+            if self.store.salvage_step():      # below the cursor: scanned again
+                self.plan.changed()
+                self._rewind()
         try:
             if now >= self._maintenance_at:
                 self._maintenance_at = now + MAINTENANCE_MS
@@ -927,7 +938,7 @@ class Forwarder:
                     self.store.checkpoint()
                 self._changes_at, self._live_changes = self.store.db.conn.total_changes, 0
         except Exception as error:   # a full disk must not stop the loop
-            if isinstance(error, sqlite3.DatabaseError) and is_corruption(error):
+            if isinstance(error, sqlite3.DatabaseError) and is_damaged_read(error):
                 raise
             self.problems.add(f"upkeep {type(error).__name__}", f"store upkeep failed: {error}")
 

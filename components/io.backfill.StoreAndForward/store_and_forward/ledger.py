@@ -104,6 +104,14 @@ class Ledger:
         """Batches sent from memory (their readings are not stored)."""
         return [e for e in self._entries.values() if e.memory is not None]
 
+    def echoed(self, payload: bytes) -> Optional[str]:
+        """The id of the batch in flight whose payload is exactly `payload` (its echo: no
+        need to parse it), or None."""
+        for batch_id, entry in self._entries.items():
+            if entry.payload == payload:
+                return batch_id
+        return None
+
     def row_ids(self) -> set:
         ids: set = set()
         for entry in self._entries.values():

@@ -61,6 +61,11 @@ Sizes: a batch never exceeds `capacity` bytes of payload; `capacity()` makes pay
 topic fit in whole billing units (5 KB) under the 128 KB payload limit. The builder keeps
 the exact size of the compact encoding as readings are added (`size`), so batches fill
 their billing units; build() asserts the payload is not larger.
+
+Stored rows (the drain): `builder.add_stored(row, tag)` takes the store's Row (run, seq, t,
+mono, t_orig and the JSON `body` of the other fields) and gives the batch add() would give
+from row.reading(), byte for byte, without decoding the body when it has the batch's shape:
+a _Template matches it, and the row's size and text come from the matched cells.
 """
 
 from __future__ import annotations
@@ -68,7 +73,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
+from itertools import starmap
 from typing import Any, Iterable, Optional
 
 VERSION = 1
@@ -170,8 +177,7 @@ def batch_id(keys: Iterable[tuple], device: str = "") -> str:
     seqs = [seq for r, seq, _ in keys if r == keys[0][0]]
     digest = hashlib.blake2s(digest_size=_HASH_HEX // 2)
     digest.update(device.encode() + b"\n")
-    for r, seq, t in keys:
-        digest.update(f"{r}:{seq}:{t};".encode())
+    digest.update("".join([f"{r}:{seq}:{t};" for r, seq, t in keys]).encode())     # one update: the same hash
     return f"{run[:16]}-{min(seqs)}-{max(seqs)}-{digest.hexdigest()}"
 
 
@@ -192,6 +198,81 @@ class _Const:
         self.name_len, self.cell = len(_dumps(name)), _cell_len(value)
 
 
+# A stored body (json.dumps of a dict: ASCII, Python's repr for numbers) as JSON text: a
+# key, any scalar, and a cell whose group holds what a batch writes for its value: a
+# number without exponent (an integral float's ".0" left out of the group when it has at
+# most 15 digits, below 2**53, as compact() writes it: 50000.0 as 50000), true, false,
+# null, a string without escapes. A row with any other value takes add() (decoded), as
+# does a body with a nested value or an odd key.
+_KEY = r'"[ !#-\[\]-~]*"'
+_SCALAR = r'(?:-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null|"(?:[^"\\\x00-\x1f]|\\.)*")'
+_CELL = r'(-?(?:[1-9][0-9]*(?:\.[0-9]*[1-9])?|0\.[0-9]*[1-9])|0|true|false|null|"[ !#-\[\]-~]*")' \
+    r'(?:(?<=[0-9])(?<![0-9]{16})\.0)?'
+_PAIR = re.compile(f"({_KEY}):({_SCALAR})")
+_OBJECT = re.compile(f"\\{{(?:{_KEY}:{_SCALAR}(?:,{_KEY}:{_SCALAR})*)?\\}}")
+_STORED = ("run", "seq", "t", MONO)    # a stored row's own columns; the other fields are in its body
+
+
+class _Template:
+    """The shape of a batch's stored rows, as a pattern their JSON body must match: its keys
+    in their order, each constant field's text as it is, a group for each varying field.
+    A body that matches has the batch's fields and no others, its constants unchanged, and
+    its varying cells' texts, as a batch writes them, in its groups."""
+    __slots__ = ("pattern", "groups", "consts", "run", "run_cls")
+
+    def __init__(self, pattern: str, groups: dict, consts: dict, run: Any) -> None:
+        self.pattern, self.groups, self.consts = re.compile(pattern), groups, consts
+        self.run, self.run_cls = run, run.__class__
+
+    @classmethod
+    def of(cls, builder: "BatchBuilder", body: Any) -> "Optional[_Template]":
+        """The template of `builder`'s rows so far, from one stored body; None when rows of
+        this shape have to take add() (t or mono not integers, run varying, other fields)."""
+        run = builder._const.get("run")
+        if not (builder._t_ok and builder._mono.ok and builder._mono.seen) or run is None or \
+                body.__class__ is not str or _OBJECT.fullmatch(body) is None:
+            return None
+        pairs = _PAIR.findall(body)
+        names = [key[1:-1] for key, _ in pairs]
+        if len(set(names)) != len(names) or len(names) + len(_STORED) != len(builder._names) or \
+                not builder._names.issuperset(names) or not builder._names.issuperset(_STORED):
+            return None
+        parts, groups, consts = ["\\{"], {}, {}
+        for i, ((key, text), name) in enumerate(zip(pairs, names)):
+            parts.append(("," if i else "") + re.escape(key + ":"))
+            const = builder._const.get(name)
+            if const is None:                  # varying (seq, t and mono are not in a body)
+                parts.append(_CELL)
+                groups[name] = len(groups)
+                continue
+            value = compact(json.loads(text))
+            if value.__class__ is not const.cls or value != const.value:
+                return None
+            parts.append(re.escape(text))
+            consts[name] = value
+        parts.append("\\}")
+        return cls("".join(parts), groups, consts, run.value)
+
+    def row_format(self, names: list, t_base: bool) -> str:
+        """str.format() pattern of a row with these columns, from what add_stored() keeps of
+        a row: (seq, t - t_base, t, mono, mono_lag, the matched cells, the template)."""
+        cells = []
+        for name in names:
+            if name == "t":
+                cells.append("{1}" if t_base else "{2}")
+            elif name in _FORMAT_ARGS:
+                cells.append(_FORMAT_ARGS[name])
+            elif name in self.groups:
+                cells.append(f"{{5[{self.groups[name]}]}}")
+            else:                              # a constant of these rows, or a field they do not have
+                value = self.consts.get(name, self.run if name == "run" else None)
+                cells.append(_dumps(value).replace("{", "{{").replace("}", "}}"))
+        return "[" + ",".join(cells) + "]"
+
+
+_FORMAT_ARGS = {"seq": "{0}", MONO: "{3}", LAG: "{4}"}
+
+
 class BatchBuilder:
     """Collects readings for one device until the next one would not fit in `capacity`.
 
@@ -204,7 +285,8 @@ class BatchBuilder:
         self.device = device
         self.capacity = capacity
         self.full = False                  # an add() was refused for lack of room
-        self._rows: list[dict] = []
+        self._rows: list = []              # a dict per row added by add(); a matched stored row's tuple otherwise
+        self._keys: list[tuple] = []       # (run, seq, t) of each row
         self._tags: list = []
         self._fixed = len(_dumps({"v": VERSION, "device": device, "batch": "", "fields": [], "rows": []}))
         self._names: set = set()           # every field seen (t and mono included)
@@ -223,7 +305,10 @@ class BatchBuilder:
         self._t_rel_cells = 0              # JSON bytes of t - t_base
         self._mono = _MonoStats()
         self._layout = _Layout(0)
+        self._size = 0                     # the payload size with the current layout
         self._since_plan = 0               # rows added since the layout was last chosen
+        self._template: Any = None         # for stored rows of the current shape (None: not made yet; False: none)
+        self._fixed_delta: Optional[tuple] = None   # _row_fixed() of the layout, from the third row on
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -231,7 +316,7 @@ class BatchBuilder:
     @property
     def size(self) -> int:
         """The payload size build() will return (an upper bound, exact in practice)."""
-        return self._layout.size
+        return self._size
 
     def add(self, reading: dict, tag: object = None) -> bool:
         """Add one reading (a dict with at least run, seq, t); False (and `full`) when it
@@ -281,30 +366,120 @@ class BatchBuilder:
             first_run, run_len, seq_range = self._first_run, self._run_len, self._seq_range
             if run == first_run:
                 seq_range = (min(seq_range[0], seq), max(seq_range[1], seq))
+        return self._place(n, new, broken, varying_cells, t_ok, t_base, t_cells, t_rel_cells, mono_saved, first_run,
+                           run_len, seq_range, row, tag)
+
+    def add_stored(self, row: Any, tag: object = None) -> bool:
+        """add() for a stored reading (the store's Row: run, seq, t, mono, t_orig, its JSON
+        `body` and reading()): the same batch, byte for byte, but when the row has the shape
+        of the batch so far (see _Template) its body is matched, not decoded, and its size
+        grows by its cells' lengths."""
+        template = self._template
+        if template is None and self._rows:
+            template = self._template = _Template.of(self, row.body) or False
+        if template:
+            seq, t, mono, run = row.seq, row.t, row.mono, row.run
+            if seq.__class__ is int and t.__class__ is int and mono.__class__ is int and row.t_orig is None \
+                    and run.__class__ is template.run_cls and run == template.run:
+                match = template.pattern.fullmatch(row.body)
+                if match is not None:
+                    return self._add_matched(template, match.groups(), run, seq, t, mono, tag)
+        return self.add(row.reading(), tag)
+
+    def _add_matched(self, template: "_Template", cells: tuple, run: Any, seq: int, t: int, mono: int,
+                     tag: object) -> bool:
+        """add() of a row its template matched (`cells`: its varying cells as written): no
+        field appears, no constant breaks, t and mono are integers (only totals move)."""
+        seq_len, t_len, rel_len, mono_len = len(repr(seq)), len(repr(t)), len(repr(t - self._t_base)), len(repr(mono))
+        cells_len = seq_len + sum(map(len, cells))
+        stats = self._mono
+        lag = t - mono - stats.offset
+        lag_len = len(repr(lag))
+        low, high = self._seq_range
+        fixed = self._fixed_delta
+        if fixed is not None and self._since_plan < REPLAN_EVERY and not (stats.const and mono != stats.first) \
+                and (stats.lagging or not lag):
+            # the layout stays: _row_delta() for this row, its fixed part kept since the layout was chosen
+            t_part, mono_part = fixed[1], fixed[2]
+            delta = fixed[0] + cells_len + (rel_len if t_part else t_len) + \
+                (lag_len if mono_part == 1 else mono_len if mono_part == 2 else 0)
+            size = self._size + delta
+            if seq > high:
+                size += seq_len - len(repr(high))
+            elif seq < low:
+                size += seq_len - len(repr(low))
+            if size + 2 * delta <= self.capacity:
+                stats.cells += mono_len
+                stats.lag_cells += lag_len
+                self._varying_cells += cells_len
+                self._t_cells += t_len
+                self._t_rel_cells += rel_len
+                self._seq_range = (low, seq) if seq > high else (low, high) if seq >= low else (seq, high)
+                self._size = size
+                self._since_plan += 1
+                self._rows.append((seq, t - self._t_base, t, mono, lag, cells, template))
+                self._keys.append((run, seq, t))
+                self._tags.append(tag)
+                return True
+        seq_range = (low, seq) if seq > high else (low, high) if seq >= low else (seq, high)
+        mono_saved = stats.saved()
+        if stats.const and mono != stats.first:
+            stats.const = False
+        stats.cells += mono_len
+        stats.lag_cells += lag_len
+        if lag:
+            stats.lagging = True
+        return self._place(len(self._rows), (), (), self._varying_cells + cells_len, True, self._t_base, self._t_cells + t_len,
+                           self._t_rel_cells + rel_len, mono_saved, self._first_run, self._run_len, seq_range,
+                           (seq, t - self._t_base, t, mono, lag, cells, template), tag, (run, seq, t))
+
+    def _row_delta(self, layout: _Layout, varying: int, t: int, t_rel: int, mono: int, lag: int) -> int:
+        """The bytes one more row adds in `layout` (the same fields; the lengths of its
+        varying cells, t, t - t_base, mono and mono_lag given): cells and separators."""
+        fixed, t_part, mono_part = self._row_fixed(layout)
+        return fixed + varying + (t_rel if t_part else t) + (lag if mono_part == 1 else mono if mono_part == 2 else 0)
+
+    def _row_fixed(self, layout: _Layout) -> tuple:
+        """What a row costs in `layout` beyond its varying cells, t and mono: (bytes, t as
+        t - t_base?, 1: mono_lag a column, 2: mono a column, 0: neither)."""
+        fixed = len(self._varying) + 2 + 1
+        if not layout.common:
+            fixed += self._const_cells + len(self._const)
+        mono_part = 0
+        if self._mono.seen:
+            if layout.offset:
+                mono_part = 1 if self._mono.lagging else 0
+            elif MONO not in layout.common:
+                mono_part = 2
+        return fixed + (mono_part > 0), layout.t_base, mono_part
+
+    def _place(self, n: int, new: list, broken: list, varying_cells: int, t_ok: bool, t_base: Any, t_cells: int,
+               t_rel_cells: int, mono_saved: tuple, first_run: Any, run_len: int, seq_range: tuple, row: Any,
+               tag: object, key: Optional[tuple] = None) -> bool:
+        """The size with one more row (its totals given; `new` and `broken` already applied):
+        keep it, or undo and refuse it when the batch would exceed its capacity."""
+        mono = self._mono
         layout = None
         old = self._layout
         if new or broken or n < 2 or self._since_plan >= REPLAN_EVERY or t_ok != self._t_ok or \
                 (mono.seen, mono.const, mono.ok, mono.lagging) != _MonoStats.flags(mono_saved):
             pass                               # the layout may change: plan it again (below)
         else:                                  # same layout: this row's cells and separators
-            delta = varying_cells - self._varying_cells + len(self._varying) + 2
-            delta += (t_rel_cells - self._t_rel_cells if old.t_base else t_cells - self._t_cells) + 1
-            if not old.common:
-                delta += self._const_cells + len(self._const)
-            if mono.seen:
-                if old.offset:
-                    delta += (mono.lag_cells - mono_saved[7] + 1) if mono.lagging else 0
-                elif MONO not in old.common:
-                    delta += mono.cells - mono_saved[1] + 1
-            size = old.size + delta + self._id_len(run_len, seq_range) - self._id_len(self._run_len, self._seq_range)
+            delta = self._row_delta(old, varying_cells - self._varying_cells, t_cells - self._t_cells,
+                                    t_rel_cells - self._t_rel_cells, mono.cells - mono_saved[1],
+                                    mono.lag_cells - mono_saved[7])
+            size = self._size + delta
+            if seq_range != self._seq_range:
+                size += self._id_len(run_len, seq_range) - self._id_len(run_len, self._seq_range)
             if size + 2 * delta <= self.capacity:
-                layout = _Layout(size, old.common, old.offset, old.t_base)
+                layout = old
         if layout is None:
             layout = self._plan(n + 1, varying_cells, t_ok, t_base, t_cells, t_rel_cells, mono, run_len, seq_range)
+            size = layout.size
             self._since_plan = 0
         else:
             self._since_plan += 1
-        if layout.size > self.capacity:
+        if size > self.capacity:
             for name in broken:                # put things back as they were
                 self._unvary(name, _Const(name, self._rows[0][name]))   # it held in every row before
             for name in new:
@@ -315,14 +490,18 @@ class BatchBuilder:
                     self._unvary(name, None)
             mono.restore(mono_saved)
             if not self._rows:
-                raise TooLarge(f"a reading of {layout.size} bytes does not fit in a batch of {self.capacity}")
+                raise TooLarge(f"a reading of {size} bytes does not fit in a batch of {self.capacity}")
             self.full = True
             return False
+        if new or broken or t_ok != self._t_ok or mono.ok != mono_saved[5] or mono.seen != mono_saved[0]:
+            self._template = None              # the shape changed: a new template for the next stored row
         self._varying_cells = varying_cells
         self._t_ok, self._t_base, self._t_cells, self._t_rel_cells = t_ok, t_base, t_cells, t_rel_cells
         self._first_run, self._run_len, self._seq_range = first_run, run_len, seq_range
-        self._layout = layout
+        self._layout, self._size = layout, size
+        self._fixed_delta = self._row_fixed(layout) if len(self._rows) >= 1 else None
         self._rows.append(row)
+        self._keys.append(key if key is not None else (row["run"], row["seq"], row["t"]))
         self._tags.append(tag)
         return True
 
@@ -330,12 +509,14 @@ class BatchBuilder:
         """The batch of every reading added so far (at least one)."""
         if not self._rows:
             raise ValueError("an empty batch")
-        keys = tuple((row["run"], row["seq"], row["t"]) for row in self._rows)
+        keys = tuple(self._keys)
         ident = batch_id(keys, self.device)
         best = self._plan(len(self._rows), self._varying_cells, self._t_ok, self._t_base, self._t_cells,
                           self._t_rel_cells, self._mono, self._run_len, self._seq_range)
-        if best.size < self._layout.size:
-            self._layout = best
+        if best.size < self._size:
+            self._layout, self._size = best, best.size
+            if self._fixed_delta is not None:
+                self._fixed_delta = self._row_fixed(best)
         payload = self._encode(ident, self._layout)
         assert len(payload) <= self.size <= self.capacity, "batch size bound broken"
         return Batch(ident, self.device, payload, keys, tuple(self._tags))
@@ -448,13 +629,32 @@ class BatchBuilder:
             derived[LAG] = lambda row: row["t"] - row[MONO] - offset
         if layout.t_base:
             derived["t"] = lambda row: row["t"] - base
-        if derived:
-            rows = [[derived[name](row) if name in derived else row.get(name) for name in names]
-                    for row in self._rows]
-        else:
-            rows = [[row.get(name) for name in names] for row in self._rows]
-        doc["rows"] = rows
-        return _dumps(doc).encode()
+        if all(row.__class__ is dict for row in self._rows):
+            if derived:
+                rows = [[derived[name](row) if name in derived else row.get(name) for name in names]
+                        for row in self._rows]
+            else:
+                rows = [[row.get(name) for name in names] for row in self._rows]
+            doc["rows"] = rows
+            return _dumps(doc).encode()
+        # stored rows matched by a template: their row text from their matched cells, the same bytes
+        doc["rows"] = []
+        head = _dumps(doc)[:-2]            # ..."rows":[
+        texts: list = []
+        start = 0
+        rows = self._rows
+        while start < len(rows):               # runs of rows of one template, or of add()'s dicts
+            kind = rows[start].__class__ is dict or rows[start][6]
+            end = start + 1
+            while end < len(rows) and (rows[end].__class__ is dict or rows[end][6]) is kind:
+                end += 1
+            if kind is True:
+                texts += [_dumps([derived[name](row) if name in derived else row.get(name) for name in names])
+                          for row in rows[start:end]]
+            else:
+                texts += starmap(kind.row_format(names, layout.t_base).format, rows[start:end])
+            start = end
+        return (head + ",".join(texts) + "]}").encode()
 
 
 class _MonoStats:

@@ -164,7 +164,7 @@ class Planner:
                     if moving:
                         cursor = row.id + 1
                     continue
-            elif not builder.add(row.reading(), tag=row.id):
+            elif not builder.add_stored(row, tag=row.id):
                 break
             if moving:
                 cursor = row.id + 1
@@ -200,7 +200,7 @@ class Planner:
         None (noted in too_large) when it fits in no batch."""
         builder = packer.BatchBuilder(row.device, capacity)
         try:
-            builder.add(row.reading(), tag=row.id)
+            builder.add_stored(row, tag=row.id)
             return builder
         except packer.TooLarge:
             if limit <= capacity:
@@ -212,7 +212,7 @@ class Planner:
     def _fits(self, builder: packer.BatchBuilder, row) -> bool:
         """Add `row` to an empty builder; False (and noted in too_large) when it fits in no batch."""
         try:
-            builder.add(row.reading(), tag=row.id)
+            builder.add_stored(row, tag=row.id)
             return True
         except packer.TooLarge:
             self.too_large.append(row.id)

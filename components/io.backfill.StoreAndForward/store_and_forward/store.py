@@ -24,18 +24,19 @@ on a power cut (never on a crash or SIGKILL).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 from sqlite_utils import Database
 
 from .retime import Retimer, retimed
+from .salvage import Aside, OldFile, aside_target, forget, marker_of, move_aside, pending
 from .watermark import Watermark
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ class DeadLetter:
     identity: Optional[tuple] = None           # (device, run, seq) when it could be read
 
 
-@dataclass
-class Row:
+class Row(NamedTuple):
+    """A stored reading as it is forwarded (a tuple: scanning makes one per row, cheaply)."""
     id: int
     device: str
     run: str
@@ -103,6 +104,9 @@ class Row:
     @property
     def key(self) -> tuple:
         return (self.device, self.run)
+
+
+_new_row = functools.partial(tuple.__new__, Row)     # Row from a SELECT of READING_COLUMNS, in C
 
 
 @dataclass
@@ -150,6 +154,17 @@ def is_corruption(error: BaseException) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+def is_damaged_read(error: BaseException) -> bool:
+    """is_corruption, or SQLITE_TOOBIG met reading stored rows: a damaged record header
+    claiming a column over SQLite's 1 GB limit (1 time in 75 after 8 KB of random bytes over
+    the middle of a 3,000-reading file: the forwarder then failed every tick and never set
+    the file aside). For reads only: a value too big to write is the message's own error."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_TOOBIG:
+        return True
+    return is_corruption(error) or "string or blob too big" in str(error).lower()
+
+
 DERIVED = ("temperature", "correction")     # computed by the correction: may differ between copies
 
 
@@ -167,8 +182,23 @@ def body_of(reading: dict) -> str:
     return json.dumps({k: v for k, v in reading.items() if k not in BODY_SKIP}, separators=(",", ":"))
 
 
+def id_ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """The ids as ranges of consecutive integers, (low, high) each, ascending."""
+    ordered = sorted(set(ids))
+    if ordered and ordered[-1] - ordered[0] == len(ordered) - 1:
+        return [(ordered[0], ordered[-1])]
+    ranges: list[tuple[int, int]] = []
+    for rid in ordered:
+        if ranges and ranges[-1][1] == rid - 1:
+            ranges[-1] = (ranges[-1][0], rid)
+        else:
+            ranges.append((rid, rid))
+    return ranges
+
+
 READING_COLUMNS = "id, device, run, seq, t, mono, t_orig, body"
-DEAD_COLUMNS = "id, at, topic, reason, size, raw, device, run, seq"
+DEAD_FIELDS = "at, topic, reason, size, raw, device, run, seq"
+DEAD_COLUMNS = f"id, {DEAD_FIELDS}"
 
 
 def insert_ignoring(table: str, columns: str) -> str:
@@ -176,48 +206,27 @@ def insert_ignoring(table: str, columns: str) -> str:
     return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({', '.join('?' * len(columns.split(',')))})"
 
 
-def salvage(path: Path, table: str = "readings", columns: str = READING_COLUMNS) -> tuple[list[tuple], int]:
-    """(every row of `table` still readable in a damaged database, the highest id seen
-    there): a range of ids at a time, one by one in a range that fails."""
-    rows: list[tuple] = []
-    top = 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return rows, top
-    select = f"SELECT {columns} FROM {table} WHERE id >= ? AND id < ?"
-    try:
-        for query in (f"SELECT MAX(id) FROM {table}", f"SELECT seq FROM sqlite_sequence WHERE name = '{table}'"):
-            try:
-                top = max(top, (conn.execute(query).fetchone() or [0])[0] or 0)
-            except sqlite3.Error:
-                pass
-        for low in range(0, top + 1, _CHUNK):
-            try:
-                rows += conn.execute(select, [low, low + _CHUNK]).fetchall()
-            except sqlite3.Error:
-                for rid in range(low, low + _CHUNK):
-                    try:
-                        rows += conn.execute(select, [rid, rid + 1]).fetchall()
-                    except sqlite3.Error:
-                        continue
-    finally:
-        conn.close()
-    return rows, top
-
-
 @dataclass
-class _Carry:
-    """What a set-aside carries into the new database: the old file (its readings and dead
-    letters are salvaged from it) and the store's memory of counters and watermarks."""
-    target: Path
+class _Memory:
+    """What the store knows in memory and _open overwrites with what the file says."""
     counters: dict
-    given_up: dict
-    held: int
-    dead_held: int
     marks: dict
-    min_id: int
-    reason: str
+    given_up: dict
+    count: int
+    dead_count: int
+
+
+def synchronous_mode(mode: str) -> str:
+    mode = mode.upper()
+    if mode not in SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
+    return mode
+
+
+def _larger(*counters: dict) -> dict:
+    """Each counter at its largest value among `counters` (the same history, saved at
+    different times: the larger is the later)."""
+    return {name: max(int(c.get(name, 0) or 0) for c in counters) for name in COUNTERS}
 
 
 class Store:
@@ -231,15 +240,18 @@ class Store:
         self._marks: dict[tuple, Watermark] = {}
         self._given_up: dict[tuple, int] = {}
         self._stale: dict[tuple, int] = {}      # runs re-timed in chunks: their new offset
-        self._dirty_marks = False               # watermarks not yet saved in full (after a set-aside)
         self.set_aside_files: list[Path] = []
         self.closed: Optional[str] = None       # why the database is not open (a set-aside could not reopen)
-        self._carry: Optional[_Carry] = None    # what a set-aside carries into the new database
+        self._asides: list[Aside] = pending(Path(config.path))   # set-asides whose salvage is not done
+        self._progress: dict[str, dict] = {}    # each one's salvage, as the database records it
+        if self._asides:                        # a restart in the middle of one: go on with it
+            self._take_over()
+            return
         try:
             self._open()
             self._check_ends()
         except sqlite3.DatabaseError as error:
-            if not is_corruption(error):
+            if not is_damaged_read(error):
                 raise
             self.set_aside(str(error))
 
@@ -256,28 +268,15 @@ class Store:
     def set_aside(self, reason: str, min_id: int = 0) -> Path:
         """The file is damaged: move it (and its WAL) aside with a timestamp, never delete it,
         and go on in a new database. Every reading and dead letter that can still be read from
-        it is copied over (with its id); the other readings stay in the old file, counted in
-        set_aside_readings, the other dead letters in dead_dropped.
+        it is copied over (readings with their ids); the other readings stay in the old file,
+        counted in set_aside_readings, the other dead letters in dead_dropped.
         What this store knew in memory carries over: the counters and each run's watermark
         (its `acked` only: readings it held above a gap are gone with the file, and the sensor
         still holds them). Row ids go on above the old ones and `min_id`."""
-        path = Path(self.config.path)
-        try:
-            self.db.close()
-        except (AttributeError, sqlite3.Error):
-            pass
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock.wall_ms() / 1000))
-        target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
-        while target.exists():
-            n += 1
-            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(str(path) + suffix)
-            if source.exists():
-                os.replace(source, Path(str(target) + suffix))
-        self._carry = _Carry(target, dict(self.counters), dict(self._given_up), self.count, self.dead_count,
-                             {key: Watermark(mark.acked) for key, mark in self._marks.items()}, min_id, reason)
-        self.set_aside_files.append(target)
+        self._close_db()
+        target = aside_target(Path(self.config.path), self.clock.wall_ms())
+        self._asides.append(Aside(target, reason, self.count, self.dead_count, min_id))
+        self._marks = {key: Watermark(mark.acked) for key, mark in self._marks.items()}
         self._take_over()
         return target
 
@@ -288,56 +287,190 @@ class Store:
             self._take_over()
         return self.closed is None
 
+    @property
+    def salvaging(self) -> bool:
+        """Readings of a set-aside file still wait to be copied in (salvage_step)."""
+        return self.closed is None and bool(self._asides)
+
     def _take_over(self) -> None:
-        """Open the new database and carry the set-aside file's readings and this store's memory
-        into it. If the new file cannot be opened (the disk full, a permission, the directory
-        gone), the store stays closed and keeps all of it for `reopen`: nothing else may write
-        (review 9 #4: it was retried for ever as a "closed database", and nothing opened it)."""
-        carry = self._carry
+        """Move the damaged file aside, open the new database and write into it, in one small
+        transaction, what must be there before anything else: ids above every old one, the
+        watermarks and the counters (set_aside counted). Then copy in what the old file
+        still holds (salvage_step). If the move (a read-only file system), the open (the disk
+        full, a permission) or that transaction (a disk nearly full) fails, the store stays
+        closed with what it knows in memory, and `reopen` tries again: nothing else may write
+        (review of 5dc89ea #2, #3, #5, #7: the old file is read only once the new one is open)."""
+        memory = self._memory()
         try:
+            for aside in self._asides:
+                if not aside.moved:
+                    move_aside(Path(self.config.path), aside)
+                    self.set_aside_files.append(aside.target)
             self._open()
+            self._check_ends()
+            self._settle(memory)
         except (sqlite3.Error, OSError) as error:
-            try:
-                self.db.close()
-            except (AttributeError, sqlite3.Error):
-                pass
-            self.closed = str(error) or type(error).__name__
-            self.counters, self._given_up = dict(carry.counters), dict(carry.given_up)
-            self._marks = {key: Watermark(mark.acked) for key, mark in carry.marks.items()}
-            self.count, self.dead_count = carry.held, carry.dead_held
-            log.error("the database %s was set aside (%s) but a new one could not be opened (%s): "
-                      "nothing is stored or acknowledged until it can", self.config.path, carry.reason, error)
+            self._stay_closed(error, memory)
             return
-        self.closed, self._carry = None, None
-        target, held, dead_held = carry.target, carry.held, carry.dead_held
-        rows, top = salvage(target)
-        letters, _ = salvage(target, "dead_letters", DEAD_COLUMNS)   # some were acknowledged readings
-        self.counters = dict(carry.counters)
-        self._marks, self._given_up = carry.marks, dict(carry.given_up)
+        self.closed = None
+        for aside in self._asides:
+            log.error("the database %s was damaged (%s): moved aside to %s (kept, not deleted); what it "
+                      "still holds is copied into a new database", self.config.path, aside.reason, aside.target.name)
+        self.salvage_step()
+
+    def _memory(self) -> _Memory:
+        return _Memory(dict(self.counters), {key: mark.copy() for key, mark in self._marks.items()},
+                       dict(self._given_up), self.count, self.dead_count)
+
+    def _stay_closed(self, error: BaseException, memory: _Memory) -> None:
+        """The new database is not usable yet: closed, and the memory as it was. A new file
+        found damaged too is set aside at the next attempt."""
+        self._close_db()
+        if is_damaged_read(error):
+            self._asides.append(Aside(aside_target(Path(self.config.path), self.clock.wall_ms()), str(error)))
+        self.closed = str(error) or type(error).__name__
+        self.counters, self._given_up = memory.counters, memory.given_up
+        self._marks, self.count, self.dead_count = memory.marks, memory.count, memory.dead_count
+        log.error("the database %s was set aside (%s) but a new one could not be opened (%s): nothing is "
+                  "stored or acknowledged until it can", self.config.path, self._asides[-1].reason, error)
+
+    def _close_db(self) -> None:
         try:
-            with self.db.atomic():
-                for start in range(0, len(rows), _CHUNK):
-                    self.db.conn.executemany(insert_ignoring("readings", READING_COLUMNS), rows[start:start + _CHUNK])
-                self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
-                self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)",
-                                [max(top, carry.min_id)])
-                self.db.conn.executemany(insert_ignoring("dead_letters", DEAD_COLUMNS), letters)
-                self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-                self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-                self.counters["set_aside"] += 1
-                self.counters["set_aside_readings"] += max(0, held - self.count)
-                self.counters["dead_dropped"] += max(0, dead_held - self.dead_count)
-                for key, mark in self._marks.items():
-                    self._save_run(key, mark, self._given_up.get(key, 0))
-                self._save_meta(self.counters, self.count)
-        except sqlite3.Error as error:       # the new file could not take it all: saved again later
-            log.warning("could not write the new database in full (%s); retrying with the next commits", error)
-            self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-            self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-            self._dirty_marks = True
-        log.error("the database %s is damaged (%s): moved aside to %s (kept, not deleted); %d of the %d "
-                  "readings it held copied to a new database", self.config.path, carry.reason, target.name,
-                  self.count, held)
+            self.db.close()
+        except (AttributeError, sqlite3.Error):
+            pass
+
+    def _settle(self, memory: _Memory) -> None:
+        """The first transaction in the new database: row ids above every old one (and those
+        in flight), each run's watermark and the counters, the larger of what memory, the
+        new file and each old file say; set_aside counted once for each old file, and its
+        salvage recorded (a restart goes on from there)."""
+        counters = _larger(memory.counters, self.counters)
+        for key, mark in memory.marks.items():
+            self._merge_run(key, mark, memory.given_up.get(key, 0))
+        top = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        top = top[0] if top else 0
+        progress = {name: entry for name, entry in self._progress.items()
+                    if not entry.get("done") or marker_of(Path(self.config.path).with_name(name)).exists()}
+        for aside in self._asides:
+            if aside.target.name in progress:
+                continue                          # settled before a restart
+            old = OldFile(aside.target)
+            try:
+                counters = _larger(counters, old.counters())
+                for key, (acked, given_up) in old.runs().items():
+                    self._merge_run(key, Watermark(acked), given_up)
+                top = max(top, old.top("readings"), aside.min_id)
+                held = aside.held if aside.held is not None else old.held()
+            finally:
+                old.close()
+            counters["set_aside"] += 1
+            progress[aside.target.name] = {"readings": 0, "dead": 0, "copied": 0, "dead_copied": 0,
+                                           "held": held, "dead_held": aside.dead_held}
+        with self.db.atomic():
+            self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
+            self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)", [top])
+            for key, mark in self._marks.items():
+                self._save_run(key, mark, self._given_up.get(key, 0))
+            self._save_meta(counters, self.count)
+            self._save_progress(progress)
+        self.counters, self._progress = counters, progress
+
+    def _merge_run(self, key: tuple, mark: Watermark, given_up: int) -> None:
+        """The larger watermark (the same run, known at different times: the larger is the later)."""
+        if mark.acked > self.watermark(*key):
+            self._marks[key] = mark
+        self._given_up[key] = max(self._given_up.get(key, 0), given_up)
+
+    def salvage_step(self) -> int:
+        """Copy into the database what the set-aside files still hold, a transaction a chunk,
+        until all is in (then the marker goes and what could not be read is counted) or one
+        fails (the disk full: it waits for the next call, the marker stays, nothing is
+        dropped; review of 5dc89ea #2). Readings keep their ids, below every new one: the
+        oldest, first to go under drop_oldest (counted in evicted). Returns how many
+        readings were copied (the forwarder scans again from the start)."""
+        copied = 0
+        for aside in list(self._asides):
+            entry = self._progress[aside.target.name]
+            old = OldFile(aside.target)
+            try:
+                if not entry.get("done"):
+                    copied += self._copy(old, aside.target.name, "readings")
+                    self._copy(old, aside.target.name, "dead_letters")
+                    self._finish(aside)
+            except (DiskFull, sqlite3.Error) as error:
+                log.warning("the new database could not take all of %s yet (%s): the rest is copied later",
+                            aside.target.name, error)
+                break
+            finally:
+                old.close()
+            forget(aside)
+            self._asides.remove(aside)
+        return copied
+
+    def _copy(self, old: OldFile, name: str, table: str) -> int:
+        """The rows of one table of an old file, from where the salvage is, in chunks."""
+        key = "readings" if table == "readings" else "dead"
+        top, copied = old.top(table), 0
+        low = max(self._progress[name][key], old.bottom(table))
+        while low <= top:
+            rows, high = [], low
+            while high <= top and len(rows) < _CHUNK:
+                rows += old.rows(table, READING_COLUMNS if key == "readings" else DEAD_COLUMNS, high, high + _CHUNK)
+                high += _CHUNK
+            if key == "readings":
+                self._copy_readings(name, rows, high)
+            else:
+                self._copy_dead(name, rows, high)
+            copied += len(rows)
+            low = high
+        return copied
+
+    def _copy_readings(self, name: str, rows: list, upto: int) -> None:
+        entry = self._progress[name]
+        progress = dict(self._progress, **{name: dict(entry, readings=upto, copied=entry["copied"] + len(rows))})
+        counters = dict(self.counters)
+        with self._transaction():
+            before = self.db.conn.total_changes
+            self.db.conn.executemany(insert_ignoring("readings", READING_COLUMNS), rows)
+            count = self.count + self.db.conn.total_changes - before
+            evicted = self._evict_over_limits(count) if self.config.full_policy == "drop_oldest" else 0
+            counters["evicted"] += evicted
+            self._save_meta(counters, count - evicted)
+            self._save_progress(progress)
+        self.counters, self.count, self._progress = counters, count - evicted, progress
+
+    def _copy_dead(self, name: str, rows: list, upto: int) -> None:
+        """Dead letters get new ids (new ones may have taken the old ids since)."""
+        entry = self._progress[name]
+        progress = dict(self._progress, **{name: dict(entry, dead=upto, dead_copied=entry["dead_copied"] + len(rows))})
+        counters = dict(self.counters)
+        with self._transaction():
+            self.db.conn.executemany(insert_ignoring("dead_letters", DEAD_FIELDS), [row[1:] for row in rows])
+            gone = self._trim_dead(len(rows))
+            counters["dead_evicted"] += gone
+            self._save_meta(counters, self.count)
+            self._save_progress(progress)
+        self.counters, self._progress = counters, progress
+        self.dead_count += len(rows) - gone
+
+    def _finish(self, aside: Aside) -> None:
+        """All that could be read is in: what could not is counted, and the salvage is done."""
+        entry = self._progress[aside.target.name]
+        counters = dict(self.counters)
+        counters["set_aside_readings"] += max(0, (entry["held"] or 0) - entry["copied"])
+        counters["dead_dropped"] += max(0, (entry["dead_held"] or 0) - entry["dead_copied"])
+        progress = dict(self._progress, **{aside.target.name: dict(entry, done=True)})
+        with self._transaction():
+            self._save_meta(counters, self.count)
+            self._save_progress(progress)
+        self.counters, self._progress = counters, progress
+        log.warning("%d of the %s readings %s held are in the new database (the rest is counted in "
+                    "set_aside_readings)", entry["copied"], entry["held"], aside.target.name)
+
+    def _save_progress(self, progress: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('salvage', ?)",
+                        [json.dumps(progress, separators=(",", ":"))])
 
     def _open(self) -> None:
         path = Path(self.config.path)
@@ -352,16 +485,15 @@ class Store:
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.enable_wal()
         self.db.execute(f"PRAGMA journal_size_limit={self.wal_limit}")
-        self.set_synchronous(self.config.synchronous)
+        self.db.execute(f"PRAGMA synchronous={synchronous_mode(self.config.synchronous)}")
         self._schema()
         self._load()
 
     def set_synchronous(self, mode: str) -> None:
-        mode = mode.upper()
-        if mode not in SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
-        self.db.execute(f"PRAGMA synchronous={mode}")
-        self.config.synchronous = mode
+        """Now; while the store is closed, when the database is opened (review of 5dc89ea #4)."""
+        mode = self.config.synchronous = synchronous_mode(mode)
+        if self.closed is None:
+            self.db.execute(f"PRAGMA synchronous={mode}")
 
     def _schema(self) -> None:
         db = self.db
@@ -392,6 +524,8 @@ class Store:
             self.count = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
         self.dead_count = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
         self._stale = {(device, run): int(offset) for device, run, offset in json.loads(meta.get("stale", "[]"))}
+        self._progress = json.loads(meta.get("salvage", "{}"))
+        self._marks, self._given_up = {}, {}
         for row in self.db.query("SELECT * FROM runs"):
             key = (row["device"], row["run"])
             self._marks[key] = Watermark(row["acked"], json.loads(row["above"] or "[]"))
@@ -475,6 +609,8 @@ class Store:
         """Store valid readings (dicts after the contract check, numbers as ints) and dead
         letters in one transaction. Raises DiskFull (nothing kept; state unchanged) for a
         storage error (is_storage_error); corruption and a message's own error propagate."""
+        if self.closed is not None:
+            raise DiskFull(f"the database is closed: {self.closed}")
         dead = list(dead)
         result = CommitResult()
         marks: dict[tuple, Watermark] = {}
@@ -493,9 +629,6 @@ class Store:
 
         stale_before = dict(self._stale)
         try:             # from here, whatever fails leaves the memory as it was
-            if self._dirty_marks:
-                for key in list(self._marks):
-                    mark_of(key)
             room = self._room(len(readings))
             copies: list[dict] = []
             for reading in readings:
@@ -574,7 +707,6 @@ class Store:
                 raise DiskFull(str(error)) from error
             raise
         self.counters, self.count = counters, count - evicted
-        self._dirty_marks = False
         self.dead_count = self.dead_count + len(dead) - dead_gone
         for key in touched:
             self._marks[key] = marks[key]
@@ -643,6 +775,8 @@ class Store:
     @contextlib.contextmanager
     def _transaction(self):
         """One transaction; a full or failing disk raises DiskFull (nothing of it kept)."""
+        if self.closed is not None:
+            raise DiskFull(f"the database is closed: {self.closed}")
         try:
             with self.db.atomic():
                 yield
@@ -791,11 +925,20 @@ class Store:
 
     # -- forwarding --------------------------------------------------------------------------
     def _row(self, values: tuple) -> Row:
-        """A stored reading as it is to be sent: a run still being re-timed gets its new offset."""
-        row = Row(*values)
+        return self._rows((values,))[0]
+
+    def _rows(self, selected: Iterable[tuple]) -> list[Row]:
+        """Stored readings as they are to be sent: a run still being re-timed gets its new offset."""
+        rows = list(map(_new_row, selected))
+        if self._stale:
+            rows = [self._retimed(row) for row in rows]
+        return rows
+
+    def _retimed(self, row: Row) -> Row:
         offset = self._stale.get(row.key)
         if offset is not None and abs(row.t - row.mono - offset) > self.config.retime_threshold_ms:
-            row.t, row.t_orig = retimed(row.t, row.mono, offset, row.t_orig)
+            t, t_orig = retimed(row.t, row.mono, offset, row.t_orig)
+            return row._replace(t=t, t_orig=t_orig)
         return row
 
     def newest(self) -> Optional[Row]:
@@ -805,14 +948,14 @@ class Store:
 
     def latest(self, limit: int = 1) -> list[Row]:
         """The last arrivals, newest first."""
-        return [self._row(values) for values in self.db.execute(
-            "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings ORDER BY id DESC LIMIT ?", [limit])]
+        return self._rows(self.db.execute(
+            "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings ORDER BY id DESC LIMIT ?", [limit]))
 
     def scan(self, from_id: int = 0, limit: int = 500) -> list[Row]:
         """Readings with id >= from_id, oldest first."""
-        return [self._row(values) for values in self.db.execute(
+        return self._rows(self.db.execute(
             "SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id >= ? ORDER BY id LIMIT ?",
-            [from_id, limit])]
+            [from_id, limit]))
 
     def get(self, ids: Iterable[int]) -> list[Row]:
         ids = list(ids)
@@ -820,8 +963,8 @@ class Store:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows += [self._row(v) for v in self.db.execute(
-                f"SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id IN ({marks})", chunk)]
+            rows += self._rows(self.db.execute(
+                f"SELECT id, device, run, seq, t, mono, t_orig, body FROM readings WHERE id IN ({marks})", chunk))
         return sorted(rows, key=lambda r: r.id)
 
     def next_dead_letter(self) -> Optional[dict]:
@@ -872,10 +1015,11 @@ class Store:
             return 0
         with self._transaction():
             gone = 0
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                gone += self.db.execute(f"DELETE FROM readings WHERE id IN ({','.join('?' * len(chunk))})",
-                                        chunk).rowcount
+            ranges = id_ranges(ids)            # a batch's ids are mostly consecutive: a range each
+            for start in range(0, len(ranges), _CHUNK // 2):
+                chunk = ranges[start:start + _CHUNK // 2]
+                gone += self.db.execute("DELETE FROM readings WHERE " + " OR ".join(["id BETWEEN ? AND ?"] * len(chunk)),
+                                        [bound for pair in chunk for bound in pair]).rowcount
             counters = dict(self.counters)
             counters[counter] += gone
             self._save_meta(counters, self.count - gone)
@@ -924,6 +1068,9 @@ class Store:
             self._save_meta(self.counters, self.count)
 
     def close(self) -> None:
+        if self.closed is not None:         # nothing to write: what it knows is in the set-aside files
+            self._close_db()
+            return
         try:
             self.flush_counters()
             self.checkpoint()

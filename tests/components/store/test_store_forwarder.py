@@ -78,6 +78,21 @@ def test_a_probe_first_then_the_backlog_and_everything_arrives_once(db):
     assert c["units"] <= 3000 * 25 / 1000 + 2
 
 
+def test_an_echo_reencoded_on_its_way_still_confirms_its_batch(db):
+    """IoT Core gives our bytes back; an echo written again (spaces, another key order) is
+    parsed, and its batch id confirms the batch all the same."""
+    h = Harness(db)
+    h.echo = False
+    h.feed(corrected(i) for i in range(50))
+    h.step(600, n=3)
+    sent = [payload for _, payload in h.port.published]
+    assert h.store.count == 50 and len(h.fwd.ledger) == len(sent) > 0
+    for payload in sent:
+        doc = json.loads(payload)
+        h.fwd.on_iot(TOPIC, json.dumps(dict(reversed(list(doc.items())))).encode())
+    assert h.store.count == 0 and len(h.fwd.ledger) == 0 and h.store.counters["confirmed"] == 50
+
+
 def test_every_batch_respects_the_payload_limit_and_the_rate_plan(db):
     h = Harness(db, max_publishes_per_s=5, max_bytes_per_s=50_000)
     h.feed(corrected(i) for i in range(8_000))

@@ -34,6 +34,14 @@ def test_confirm_returns_the_entry_once():
     assert len(ledger) == 0 and ledger.row_ids() == set()
 
 
+def test_an_echo_is_known_by_its_bytes():
+    ledger = online_ledger()
+    ledger.record(InFlight("b1", (1,), frozenset(), b'{"batch":"b1"}', 1, 0), 0)
+    ledger.record(InFlight("b2", (2,), frozenset(), b'{"batch":"b2"}', 1, 0), 0)
+    assert ledger.echoed(b'{"batch":"b2"}') == "b2" and ledger.echoed(bytearray(b'{"batch":"b1"}')) == "b1"
+    assert ledger.echoed(b'{"batch": "b2"}') is None          # not our bytes: the forwarder parses it
+
+
 def test_max_in_flight_is_respected():
     ledger = online_ledger()
     for i in range(3):

@@ -1,5 +1,6 @@
 """planner.py: what to send next and when, with no SQLite (rows are plain objects)."""
 
+import json
 from dataclasses import dataclass
 
 from store_and_forward import packer
@@ -10,16 +11,34 @@ RUN = "1a2b3c4d"
 
 @dataclass
 class FakeRow:
+    """A stored row as the store gives it: its columns and its JSON body."""
     id: int
     device: str = "pi-1"
+    t_orig = None
+    body = '{"temperature":21.5,"clock_synced":true,"status":"ok"}'
 
     @property
     def key(self):
         return (self.device, RUN)
 
+    @property
+    def run(self):
+        return RUN
+
+    @property
+    def seq(self):
+        return self.id
+
+    @property
+    def t(self):
+        return 1_764_338_400_000 + self.id * 1000
+
+    @property
+    def mono(self):
+        return self.id * 1000
+
     def reading(self):
-        return {"run": RUN, "seq": self.id, "t": 1_764_338_400_000 + self.id * 1000, "mono": self.id * 1000,
-                "temperature": 21.5, "clock_synced": True, "status": "ok"}
+        return {"run": RUN, "seq": self.seq, "t": self.t, "mono": self.mono, **json.loads(self.body)}
 
 
 CAPACITY = packer.capacity(131_072, "dt/backfill/pi-1/readings")

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from backfill_common.clock import FakeClock
-from store_and_forward.store import DeadLetter, DiskFull, Store, StoreConfig
+from store_and_forward.store import DeadLetter, DiskFull, Store, StoreConfig, id_ranges
 
 DEVICE = "pi-garage-01"
 RUN = "1a2b3c4d"
@@ -149,6 +149,20 @@ def test_match_and_delete_only_what_is_equal(path, clock):
     assert len(ids) == 1
     assert store.delete(ids) == 1 and store.delete(ids) == 0
     assert store.count == 2 and store.counters["confirmed"] == 1
+    store.close()
+
+
+def test_delete_takes_exactly_the_ids_given_whatever_their_gaps(path, clock):
+    store = open_store(path, clock)
+    store.commit([reading(i) for i in range(40)])
+    ids = [row.id for row in store.scan(0, 100)]
+    gone = ids[3:10] + ids[12:13] + ids[20:30] + ids[29:31] + [ids[35], ids[33]]     # runs, a lone one, repeats
+    assert id_ranges(gone) == [(ids[3], ids[9]), (ids[12], ids[12]), (ids[20], ids[30]), (ids[33], ids[33]),
+                               (ids[35], ids[35])]
+    assert store.delete(gone) == 21 and store.delete(gone) == 0
+    left = {row.seq for row in store.scan(0, 100)}
+    assert left == set(range(40)) - set(range(3, 10)) - {12} - set(range(20, 31)) - {33, 35}
+    assert store.count == 19 == len(left) and store.counters["confirmed"] == 21
     store.close()
 
 
