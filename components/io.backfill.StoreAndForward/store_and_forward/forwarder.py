@@ -53,6 +53,8 @@ LATEST_KEYS = ("run", "seq", "t", "status", "temperature", "temperature_raw", "h
                "gas_resistance", "heat_stable", "cpu_temperature", "clock_synced", "correction")
 SCAN_PAGE = 500
 DEAD_EVERY_MS = 1_000           # dead letters go to IoT Core one a second at most
+LIVE_WAIT_MS = 12_000           # the longest a reading waits unacknowledged to go from memory: the sensor
+                                # republishes what is unacknowledged after resend_after_s (15 s by default)
 RESERVED = ("t_orig", "batch", "v", "fields", "rows", "common", "mono_lag", "t_base", "mono_offset")   # the store's and the batch format's names
 
 
@@ -589,7 +591,8 @@ class Forwarder:
         backlog, a dead letter), nothing stored in flight, no readings held, and the
         confirmation window and the retry time letting a batch go."""
         store = self.store
-        return (self.settings["forward_from_memory"] and not self._must_commit and store.count == 0
+        return (self.settings["forward_from_memory"] and self.plan.due_at(0) <= LIVE_WAIT_MS
+                and not self._must_commit and store.count == 0
                 and store.dead_count == 0 and not self._dead
                 and self.settings["confirm"] != "spooled" and self.ledger.link == ONLINE
                 and self.confirm_topic() in self._subscribed and not store.stale and store.closed is None

@@ -281,3 +281,12 @@ def test_forward_from_memory_false_commits_every_reading_first(tmp_path):
     h.step(100, n=100)
     assert h.store.counters["live"] == 0 and h.store.counters["stored"] == seq
     assert in_cloud(h) == list(range(seq)) and h.store.count == 0
+
+
+def test_a_latency_beyond_the_sensors_resend_takes_the_stored_path(tmp_path):
+    """At max_latency_ms 60000 a reading would wait unacknowledged past the sensor's
+    resend_after_s (15 s): it is committed and acknowledged within commit_interval_ms."""
+    h = Harness(tmp_path / "store.db", max_latency_ms=60_000)
+    seq = at_1hz(h, 0, 200)
+    assert h.store.counters["live"] == 0 and h.store.counters["stored"] >= seq - 6
+    assert h.port.acked() >= seq - 6
