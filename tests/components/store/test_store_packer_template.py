@@ -1,4 +1,6 @@
-"""Review: minimal reproductions for drain-cpu's add_stored."""
+"""The packer's stored-row template (add_stored) where a body could fool it: a field named like
+the derived lag, a stored column inside a body, a body stored as bytes, braces and quotes in a constant
+(each found by the review of the drain's fast path, and failing before its fix)."""
 from store_and_forward import packer
 from store_and_forward.store import Row
 
