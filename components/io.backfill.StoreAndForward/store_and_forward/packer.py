@@ -211,6 +211,7 @@ _CELL = r'(-?(?:[1-9][0-9]*(?:\.[0-9]*[1-9])?|0\.[0-9]*[1-9])|0|true|false|null|
 _PAIR = re.compile(f"({_KEY}):({_SCALAR})")
 _OBJECT = re.compile(f"\\{{(?:{_KEY}:{_SCALAR}(?:,{_KEY}:{_SCALAR})*)?\\}}")
 _STORED = ("run", "seq", "t", MONO)    # a stored row's own columns; the other fields are in its body
+_NEVER_IN_BODY = frozenset(_STORED + ("device", "t_orig", "held_from", LAG))
 
 
 class _Template:
@@ -234,7 +235,7 @@ class _Template:
             return None
         pairs = _PAIR.findall(body)
         names = [key[1:-1] for key, _ in pairs]
-        if len(set(names)) != len(names) or len(names) + len(_STORED) != len(builder._names) or \
+        if not _NEVER_IN_BODY.isdisjoint(names) or len(set(names)) != len(names) or len(names) + len(_STORED) != len(builder._names) or \
                 not builder._names.issuperset(names) or not builder._names.issuperset(_STORED):
             return None
         parts, groups, consts = ["\\{"], {}, {}
@@ -253,13 +254,15 @@ class _Template:
         parts.append("\\}")
         return cls("".join(parts), groups, consts, run.value)
 
-    def row_format(self, names: list, t_base: bool) -> str:
+    def row_format(self, names: list, t_base: bool, lagging: bool = True) -> str:
         """str.format() pattern of a row with these columns, from what add_stored() keeps of
         a row: (seq, t - t_base, t, mono, mono_lag, the matched cells, the template)."""
         cells = []
         for name in names:
             if name == "t":
                 cells.append("{1}" if t_base else "{2}")
+            elif name == LAG and not lagging:  # a field of that name (not these rows'): null
+                cells.append("null")
             elif name in _FORMAT_ARGS:
                 cells.append(_FORMAT_ARGS[name])
             elif name in self.groups:
@@ -380,7 +383,7 @@ class BatchBuilder:
         if template:
             seq, t, mono, run = row.seq, row.t, row.mono, row.run
             if seq.__class__ is int and t.__class__ is int and mono.__class__ is int and row.t_orig is None \
-                    and run.__class__ is template.run_cls and run == template.run:
+                    and run.__class__ is template.run_cls and run == template.run and row.body.__class__ is str:
                 match = template.pattern.fullmatch(row.body)
                 if match is not None:
                     return self._add_matched(template, match.groups(), run, seq, t, mono, tag)
@@ -652,7 +655,7 @@ class BatchBuilder:
                 texts += [_dumps([derived[name](row) if name in derived else row.get(name) for name in names])
                           for row in rows[start:end]]
             else:
-                texts += starmap(kind.row_format(names, layout.t_base).format, rows[start:end])
+                texts += starmap(kind.row_format(names, layout.t_base, lagging).format, rows[start:end])
             start = end
         return (head + ",".join(texts) + "]}").encode()
 
