@@ -58,7 +58,8 @@ def render(state: State, now: float, title: str = "Backfill, live"):
     c = state.counters
     table.add_row("produced", f"{state.produced:,} readings on local pub/sub"
                   + (f" ({state.copies - state.produced:,} resent copies)" if state.copies > state.produced else ""))
-    table.add_row("stored", f"{_count(c.get('stored'))} by the store, {_count(state.backlog)} waiting in its backlog")
+    table.add_row("stored", f"{_count(c.get('stored'))} by the store, {_count(state.backlog)} waiting in its backlog"
+                  + (f" ({_count(c.get('live'))} confirmed from memory, never stored)" if c.get("live") else ""))
     table.add_row("sent", f"{_count(c.get('sent'))} sent, {_count(c.get('confirmed'))} confirmed, "
                           f"{_count(c.get('evicted'))} evicted (the store's counters)")
     table.add_row("in the cloud", f"{state.cloud:,} distinct readings at IoT Core"

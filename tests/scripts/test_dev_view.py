@@ -74,6 +74,9 @@ def test_render_shows_the_stores_counters_the_cloud_and_the_shadow():
                      "sampling.interval_s: must be 0.1..3600"):
         assert expected in text, (expected, text)
     assert devview.plain(state).startswith("    -- produced 120, backlog 40, sent 90, confirmed 80, in the cloud 80")
+    state.counters["live"] = 7
+    assert "40 waiting in its backlog (7 confirmed from memory, never stored)" in text_of(
+        devview.render(state, now=1_800_000_012.0))
 
 
 def test_the_shadows_metadata_says_when_the_store_last_reported():
