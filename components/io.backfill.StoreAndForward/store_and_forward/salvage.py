@@ -278,6 +278,19 @@ class OldFile:
         except (ValueError, TypeError):
             return {}
 
+    @classmethod
+    def progress_in(cls, path: Path) -> dict:
+        """The salvages of earlier files this one recorded (meta 'salvage'): where a restart
+        goes on with them (what they had copied is in this file)."""
+        old = cls(path)
+        try:
+            saved = json.loads(old.value("SELECT value FROM meta WHERE key = 'salvage'", "{}"))
+        except ValueError:
+            return {}
+        finally:
+            old.close()
+        return saved if isinstance(saved, dict) else {}
+
     def dead_count(self) -> Optional[int]:
         """The dead letters it holds (None: unreadable)."""
         return self.value("SELECT COUNT(*) FROM dead_letters")

@@ -372,6 +372,11 @@ class Store:
         top = top[0] if top else 0
         names = {aside.target.name for aside in self._asides}
         progress = {name: entry for name, entry in {**self._progress, **memory.progress}.items() if name in names}
+        for aside in self._asides:          # set aside while an earlier one's salvage was pending
+            if aside.target.name not in progress:
+                for name, entry in OldFile.progress_in(aside.target).items():
+                    if name in names:
+                        progress.setdefault(name, entry)
         for aside in self._asides:
             if aside.target.name in progress:
                 continue                          # settled before (a restart, an earlier set-aside)
