@@ -617,3 +617,29 @@ def test_the_salvage_walk_recovers_what_reading_every_id_recovers(tmp_path, seed
         old.close()
     assert walked == every
     assert 0 < len({row[3] for row in every}) < 3000 - 731
+
+
+def test_a_restart_after_a_second_set_aside_goes_on_with_the_first_salvage_where_it_was(tmp_path, monkeypatch):
+    """#5 across a restart: the first file's progress was in the second file only; the
+    restart copied the first file's dead letters again and counted its readings stranded."""
+    from store_and_forward.store import DeadLetter, DiskFull, Store
+    store = new_store(tmp_path)
+    store.commit([corrected(0)], [DeadLetter("t", b"x", "why")])
+    real = Store._finish
+
+    def full(self, aside):               # all copied, the last small transaction refused (disk full)
+        raise DiskFull("database or disk is full")
+
+    monkeypatch.setattr(Store, "_finish", full)
+    store.set_aside("first")
+    monkeypatch.setattr(Store, "_finish", real)
+    state = refuse_new_files(monkeypatch, store.config.path)
+    store.set_aside("second")                            # moved, the new file refused: closed
+    assert store.closed is not None and len(markers(tmp_path)) == 2
+    state["refuse"] = False                              # a restart
+    store = new_store(tmp_path)
+    salvage_all(store)
+    assert markers(tmp_path) == []
+    assert store.count == 1 and store.dead_count == 1
+    assert store.counters["set_aside"] == 2
+    assert store.counters["set_aside_readings"] == 0 and store.counters["dead_dropped"] == 0
