@@ -273,8 +273,8 @@ class OldFile:
     def stale(self) -> dict:
         """{(device, run): offset} of the runs it was still re-timing (meta 'stale')."""
         try:
-            return {(device, run): int(offset)
-                    for device, run, offset in json.loads(self.value("SELECT value FROM meta WHERE key = 'stale'", "[]"))}
+            saved = json.loads(self.value("SELECT value FROM meta WHERE key = 'stale'", "[]"))
+            return {(device, run): int(offset) for device, run, offset in saved}
         except (ValueError, TypeError):
             return {}
 

@@ -36,7 +36,7 @@ from typing import Iterable, NamedTuple, Optional
 from sqlite_utils import Database
 
 from .retime import Retimer, retimed
-from .salvage import Aside, OldFile, aside_target, done, forget, marker_of, move_aside, pending
+from .salvage import Aside, OldFile, aside_target, done, forget, move_aside, pending
 from .watermark import Watermark
 
 log = logging.getLogger(__name__)
@@ -734,7 +734,8 @@ class Store:
                 chunk = seqs[start:start + _CHUNK]
                 try:
                     rows = self.db.execute(f"SELECT seq, t, t_orig, body FROM readings WHERE device = ? AND run = ? "
-                                           f"AND seq IN ({','.join('?' * len(chunk))})", [device, run, *chunk]).fetchall()
+                                           f"AND seq IN ({','.join('?' * len(chunk))})",
+                                           [device, run, *chunk]).fetchall()
                 except sqlite3.DatabaseError as error:
                     if is_damaged_read(error):
                         raise DamagedRead(f"reading stored rows: {error}") from error
