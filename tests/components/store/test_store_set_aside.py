@@ -485,20 +485,26 @@ def test_a_second_set_aside_while_the_first_salvage_is_pending_counts_each_file_
     assert store.counters["set_aside"] == 2 and store.counters["set_aside_readings"] == 0
 
 
-def test_a_second_set_aside_while_the_first_salvage_is_pending_copies_each_dead_letter_once(tmp_path, monkeypatch):
-    """#5: the first file's dead letters were in the second file already, and copied again."""
+def first_salvage_unfinished(tmp_path, monkeypatch):
+    """A reading and a dead letter, set aside: both copied, the salvage's last small
+    transaction refused (the disk full): pending."""
     from store_and_forward.store import DeadLetter, DiskFull, Store
     store = new_store(tmp_path)
     store.commit([corrected(0)], [DeadLetter("t", b"x", "why")])
-    real = Store._finish
 
-    def full(self, aside):               # all copied, the last small transaction refused (disk full)
+    def full(self, aside):
         raise DiskFull("database or disk is full")
 
-    monkeypatch.setattr(Store, "_finish", full)
-    store.set_aside("first")
-    assert store.salvaging and store.dead_count == 1
-    monkeypatch.setattr(Store, "_finish", real)
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "_finish", full)
+        store.set_aside("first")
+    assert store.salvaging and store.dead_count == 1 and store.count == 1
+    return store
+
+
+def test_a_second_set_aside_while_the_first_salvage_is_pending_copies_each_dead_letter_once(tmp_path, monkeypatch):
+    """#5: the first file's dead letters were in the second file already, and copied again."""
+    store = first_salvage_unfinished(tmp_path, monkeypatch)
     store.set_aside("second")
     salvage_all(store)
     assert store.dead_count == 1 and len(store.dead_letters()) == 1
@@ -622,17 +628,7 @@ def test_the_salvage_walk_recovers_what_reading_every_id_recovers(tmp_path, seed
 def test_a_restart_after_a_second_set_aside_goes_on_with_the_first_salvage_where_it_was(tmp_path, monkeypatch):
     """#5 across a restart: the first file's progress was in the second file only; the
     restart copied the first file's dead letters again and counted its readings stranded."""
-    from store_and_forward.store import DeadLetter, DiskFull, Store
-    store = new_store(tmp_path)
-    store.commit([corrected(0)], [DeadLetter("t", b"x", "why")])
-    real = Store._finish
-
-    def full(self, aside):               # all copied, the last small transaction refused (disk full)
-        raise DiskFull("database or disk is full")
-
-    monkeypatch.setattr(Store, "_finish", full)
-    store.set_aside("first")
-    monkeypatch.setattr(Store, "_finish", real)
+    store = first_salvage_unfinished(tmp_path, monkeypatch)
     state = refuse_new_files(monkeypatch, store.config.path)
     store.set_aside("second")                            # moved, the new file refused: closed
     assert store.closed is not None and len(markers(tmp_path)) == 2
