@@ -921,8 +921,10 @@ class Forwarder:
             self._delete(ids, now)
             self.plan.changed()
         if self.store.salvaging and now >= self._salvage_at:
-            self._salvage_at = now + DISK_RETRY_MS
-            if self.store.salvage_step():      # below the cursor: scanned again
+            copied = self.store.salvage_step()   # a few chunks a tick; after a failure, a pause
+            if self.store.salvage_error is not None:
+                self._salvage_at = now + DISK_RETRY_MS
+            if copied:                          # below the cursor: scanned again
                 self.plan.changed()
                 self._rewind()
         try:

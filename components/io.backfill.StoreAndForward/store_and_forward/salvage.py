@@ -5,7 +5,8 @@ the new database: Store._settle, Store.salvage_step).
     move_aside(path, aside)        # the marker first, then the files (the file itself last)
     pending(path)                  # the set-asides a restart left unfinished, from their markers
     old = OldFile(aside.target)    # read-only, whatever can still be read
-    old.rows("readings", READING_COLUMNS, low, high); old.top("readings"); old.counters(); old.runs()
+    rows, after = old.walk("readings", READING_COLUMNS, low)   # ~500 rows from rowid low; None: the end
+    old.top("readings"); old.counters(); old.runs(); old.stale(); old.highest_seq(device, run)
 
 The marker, `<target>.salvage`, is a zero-byte file: creating it needs no data block (a full
 disk does not stop it). It is created before the move and deleted only once every reading
@@ -28,6 +29,7 @@ from typing import Optional
 
 MARKER = ".salvage"
 _RANGE = 500
+_GAP = 200          # ids asked for one by one inside a gap of at most this many (or next to damage)
 
 
 @dataclass
@@ -39,6 +41,12 @@ class Aside:
     dead_held: Optional[int] = None     # dead letters (None: as many as can be read)
     min_id: int = 0                     # row ids in flight: the new database's ids go above
     moved: bool = False
+    known: bool = False                 # set aside by this process: its memory knows the watermarks
+
+
+def done(entry: dict) -> bool:
+    """A salvage's progress (meta 'salvage'): every table walked to its end."""
+    return entry.get("readings", 0) is None and entry.get("dead", 0) is None
 
 
 def marker_of(target: Path) -> Path:
@@ -128,40 +136,101 @@ class OldFile:
         return default if row is None or row[0] is None else row[0]
 
     def top(self, table: str) -> int:
-        """The highest rowid `table` holds or held (sqlite_sequence: ids already given out)."""
-        return max(self.value(f"SELECT MAX(rowid) FROM {table}", 0),
-                   self.value(f"SELECT seq FROM sqlite_sequence WHERE name = '{table}'", 0))
-
-    def bottom(self, table: str) -> int:
-        return self.value(f"SELECT MIN(rowid) FROM {table}", 0)
-
-    def rows(self, table: str, columns: str, low: int, high: int) -> list[tuple]:
-        """The rows of `table` with low <= rowid < high that can still be read in full: the
-        range at once, then each rowid it did not give, one by one. A range over a damaged
-        page may fail, or give fewer rows without an error: 8 KB of random bytes over the
-        middle of a 3,000-reading file (Harness.damage_mid_file), 12 times out of 20 a range
-        of 500 gave 425 rows while 27 to 34 more could still be read by their rowid."""
+        """The highest rowid `table` holds (0: none), or if that cannot be read, the highest
+        it was given (sqlite_sequence). A bound for the search past damage: never walked id by id."""
         if self.conn is None:
-            return []
+            return 0
         try:
-            found = self.conn.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid >= ? AND rowid < ?",
-                                      [low, high]).fetchall()
+            row = self.conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()
+            return row[0] or 0
         except sqlite3.Error:
-            found = []
-        seen = {row[0] for row in found}
+            return self.value(f"SELECT seq FROM sqlite_sequence WHERE name = '{table}'", 0)
+
+    def walk(self, table: str, columns: str, low: int, limit: int = _RANGE) -> tuple[list[tuple], Optional[int]]:
+        """Up to about `limit` rows of `table` with rowid >= low that can still be read in
+        full, ascending, and the rowid to go on from (None: the end). Walks the ids that
+        exist (`rowid >= ? ORDER BY rowid`): a gap of a million ids left by confirmed
+        readings costs nothing (review of 8e0dde9 #1: every missing rowid was asked for, one
+        query each, 3.6 s for 2 readings). One by one only inside a gap of at most _GAP ids
+        (a damaged page may give fewer rows without an error: 8 KB of random bytes over the
+        middle of a 3,000-reading file (Harness.damage_mid_file), 12 times out of 20 a range
+        of 500 gave 425 rows while 27 to 34 more could still be read by their rowid) and
+        next to where a walk failed (_past_damage)."""
+        if self.conn is None:
+            return [], None
+        found: list[tuple] = []
+        failed = False
+        try:
+            for row in self.conn.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid >= ? "
+                                         f"ORDER BY rowid LIMIT ?", [low, limit]):
+                found.append(row)
+        except sqlite3.Error:
+            failed = True
+        rows, last = [], low - 1
+        for row in found:
+            if row[0] <= last:                  # out of order: a damaged page
+                continue
+            if row[0] - last - 1 <= _GAP:
+                rows += self._each(table, columns, last + 1, row[0])
+            rows.append(row)
+            last = row[0]
+        if failed:
+            more, after = self._past_damage(table, columns, last + 1)
+            return [r[1:] for r in rows + more], after
+        if len(found) == limit:
+            return [r[1:] for r in rows], last + 1
+        top = self.top(table)
+        if top > last + _GAP:                   # the walk stopped short of the last row: damage
+            more, after = self._past_damage(table, columns, last + 1)
+            return [r[1:] for r in rows + more], after
+        return [r[1:] for r in rows + self._each(table, columns, last + 1, top + 1)], None
+
+    def _past_damage(self, table: str, columns: str, low: int) -> tuple[list[tuple], Optional[int]]:
+        """A walk from `low` fails (or stops short): the ids just after it one by one, then the
+        first id a walk can start from again, found by probing (doubling steps, then halving;
+        bounded by top), and the ids just before it one by one."""
+        top = self.top(table)
+        rows = self._each(table, columns, low, min(low + _GAP, top + 1))
+        failed, step, works = low + _GAP - 1, _GAP, None       # below low + _GAP: asked for already
+        while low + step <= top:
+            if self._walks(table, columns, low + step):
+                works = low + step
+                break
+            failed, step = low + step, step * 2
+        if works is None:
+            return rows + self._each(table, columns, max(low + _GAP, top + 1 - _GAP), top + 1), None
+        while works - failed > 1:
+            middle = (failed + works) // 2
+            if self._walks(table, columns, middle):
+                works = middle
+            else:
+                failed = middle
+        return rows + self._each(table, columns, max(low + _GAP, works - _GAP), works), works
+
+    def _walks(self, table: str, columns: str, low: int) -> bool:
+        """A walk from `low` gives a row."""
+        try:
+            return bool(self.conn.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid >= ? "
+                                          f"ORDER BY rowid LIMIT 1", [low]).fetchall())
+        except sqlite3.Error:
+            return False
+
+    def _each(self, table: str, columns: str, low: int, high: int) -> list[tuple]:
+        """The rows low <= rowid < high, by their rowid one by one (those that can be read)."""
+        found = []
         for rowid in range(low, high):
-            if rowid not in seen:
-                try:
-                    found += self.conn.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid = ?",
-                                               [rowid]).fetchall()
-                except sqlite3.Error:
-                    continue
-        return [row[1:] for row in sorted(found)]
+            try:
+                found += self.conn.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid = ?",
+                                           [rowid]).fetchall()
+            except sqlite3.Error:
+                continue
+        return found
 
     def all_rows(self, table: str, columns: str) -> list[tuple]:
-        found = []
-        for low in range(self.bottom(table), self.top(table) + 1, _RANGE):
-            found += self.rows(table, columns, low, low + _RANGE)
+        found, low = [], 0
+        while low is not None:
+            rows, low = self.walk(table, columns, low)
+            found += rows
         return found
 
     def counters(self) -> dict:
@@ -180,7 +249,48 @@ class OldFile:
             return None
 
     def runs(self) -> dict:
-        """{(device, run): (acked, given_up)} of every run still readable."""
-        return {(device, run): (acked, given_up or 0)
-                for device, run, acked, given_up in self.all_rows("runs", "device, run, acked, given_up")
+        """{(device, run): (acked, given_up, offset, max_seq)} of every run still readable,
+        `acked` capped at the highest seq the file holds of the run: a damaged row may read
+        as a larger one, and a watermark above what was stored acknowledges new readings as
+        duplicates, unstored (review of 8e0dde9 #3). Lower only makes a resent reading a
+        duplicate the cloud drops; a gap below the next reading is closed by its held_from."""
+        return {(device, run): (min(acked, self.highest_seq(device, run)), given_up or 0, offset, max_seq)
+                for device, run, acked, given_up, offset, max_seq
+                in self.all_rows("runs", "device, run, acked, given_up, offset, max_seq")
                 if acked is not None}
+
+    def highest_seq(self, device: str, run: str) -> int:
+        """The highest seq of the run the file holds (-1: none, or none that can be read)."""
+        if self.conn is None:
+            return -1
+        try:
+            row = self.conn.execute("SELECT MAX(seq) FROM readings WHERE device = ? AND run = ?",
+                                    [device, run]).fetchone()
+        except sqlite3.Error:
+            return -1
+        return -1 if row is None or row[0] is None else int(row[0])
+
+    def stale(self) -> dict:
+        """{(device, run): offset} of the runs it was still re-timing (meta 'stale')."""
+        try:
+            saved = json.loads(self.value("SELECT value FROM meta WHERE key = 'stale'", "[]"))
+            return {(device, run): int(offset) for device, run, offset in saved}
+        except (ValueError, TypeError):
+            return {}
+
+    @classmethod
+    def progress_in(cls, path: Path) -> dict:
+        """The salvages of earlier files this one recorded (meta 'salvage'): where a restart
+        goes on with them (what they had copied is in this file)."""
+        old = cls(path)
+        try:
+            saved = json.loads(old.value("SELECT value FROM meta WHERE key = 'salvage'", "{}"))
+        except ValueError:
+            return {}
+        finally:
+            old.close()
+        return saved if isinstance(saved, dict) else {}
+
+    def dead_count(self) -> Optional[int]:
+        """The dead letters it holds (None: unreadable)."""
+        return self.value("SELECT COUNT(*) FROM dead_letters")

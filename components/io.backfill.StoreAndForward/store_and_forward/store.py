@@ -36,7 +36,7 @@ from typing import Iterable, NamedTuple, Optional
 from sqlite_utils import Database
 
 from .retime import Retimer, retimed
-from .salvage import Aside, OldFile, aside_target, forget, marker_of, move_aside, pending
+from .salvage import Aside, OldFile, aside_target, done, forget, move_aside, pending
 from .watermark import Watermark
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ PLAUSIBLE_T = 1_577_836_800_000      # 2020-01-01: an older t has no known age (
 BODY_SKIP = ("device", "run", "seq", "t", "mono", "t_orig", "held_from")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CHUNK = 500
+SALVAGE_CHUNKS = 8                # transactions of a salvage per call (the loop is not held longer)
 RETIME_CHUNK = 5_000
 DEAD_ROW_BYTES = 600              # a dead letter's row beyond its raw bytes (reason, topic, index)
 WAL_LIMIT = 16 * 1024 * 1024      # journal_size_limit, and a TRUNCATE checkpoint above it
@@ -147,6 +148,8 @@ def is_storage_error(error: BaseException) -> bool:
 
 def is_corruption(error: BaseException) -> bool:
     """SQLITE_CORRUPT or SQLITE_NOTADB: the file is damaged, not full and not our SQL."""
+    if isinstance(error, DamagedRead):
+        return True
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -163,6 +166,12 @@ def is_damaged_read(error: BaseException) -> bool:
     if code is not None and code & 0xFF == sqlite3.SQLITE_TOOBIG:
         return True
     return is_corruption(error) or "string or blob too big" in str(error).lower()
+
+
+class DamagedRead(sqlite3.DatabaseError):
+    """is_damaged_read met reading stored rows inside a commit (an SQLITE_TOOBIG there is the
+    file's, not the message's): is_corruption, so the forwarder sets the file aside (review of
+    8e0dde9 #6)."""
 
 
 DERIVED = ("temperature", "correction")     # computed by the correction: may differ between copies
@@ -214,6 +223,8 @@ class _Memory:
     given_up: dict
     count: int
     dead_count: int
+    stale: dict            # runs being re-timed: their offset
+    progress: dict         # the salvage of each set-aside file
 
 
 def synchronous_mode(mode: str) -> str:
@@ -244,6 +255,7 @@ class Store:
         self.closed: Optional[str] = None       # why the database is not open (a set-aside could not reopen)
         self._asides: list[Aside] = pending(Path(config.path))   # set-asides whose salvage is not done
         self._progress: dict[str, dict] = {}    # each one's salvage, as the database records it
+        self.salvage_error: Optional[str] = None    # why the last salvage_step stopped short
         if self._asides:                        # a restart in the middle of one: go on with it
             self._take_over()
             return
@@ -253,7 +265,8 @@ class Store:
         except sqlite3.DatabaseError as error:
             if not is_damaged_read(error):
                 raise
-            self.set_aside(str(error))
+            self._marks, self._given_up, self._stale = {}, {}, {}   # read from the damaged file: its runs,
+            self.set_aside(str(error), known=False)                 # capped, at _settle
 
     # -- opening -------------------------------------------------------------------------
     def _check_ends(self) -> None:
@@ -265,17 +278,18 @@ class Store:
             for order in ("ASC", "DESC"):
                 self.db.execute(f"SELECT * FROM {table} ORDER BY rowid {order} LIMIT 1").fetchall()
 
-    def set_aside(self, reason: str, min_id: int = 0) -> Path:
+    def set_aside(self, reason: str, min_id: int = 0, known: bool = True) -> Path:
         """The file is damaged: move it (and its WAL) aside with a timestamp, never delete it,
         and go on in a new database. Every reading and dead letter that can still be read from
         it is copied over (readings with their ids); the other readings stay in the old file,
         counted in set_aside_readings, the other dead letters in dead_dropped.
         What this store knew in memory carries over: the counters and each run's watermark
         (its `acked` only: readings it held above a gap are gone with the file, and the sensor
-        still holds them). Row ids go on above the old ones and `min_id`."""
+        still holds them). Row ids go on above the old ones and `min_id`. `known`: the
+        watermarks in memory are the store's (not read from the damaged file)."""
         self._close_db()
         target = aside_target(Path(self.config.path), self.clock.wall_ms())
-        self._asides.append(Aside(target, reason, self.count, self.dead_count, min_id))
+        self._asides.append(Aside(target, reason, self.count, self.dead_count, min_id, known=known))
         self._marks = {key: Watermark(mark.acked) for key, mark in self._marks.items()}
         self._take_over()
         return target
@@ -320,17 +334,19 @@ class Store:
 
     def _memory(self) -> _Memory:
         return _Memory(dict(self.counters), {key: mark.copy() for key, mark in self._marks.items()},
-                       dict(self._given_up), self.count, self.dead_count)
+                       dict(self._given_up), self.count, self.dead_count, dict(self._stale), dict(self._progress))
 
     def _stay_closed(self, error: BaseException, memory: _Memory) -> None:
         """The new database is not usable yet: closed, and the memory as it was. A new file
         found damaged too is set aside at the next attempt."""
         self._close_db()
         if is_damaged_read(error):
-            self._asides.append(Aside(aside_target(Path(self.config.path), self.clock.wall_ms()), str(error)))
+            self._asides.append(Aside(aside_target(Path(self.config.path), self.clock.wall_ms()), str(error),
+                                      known=True))
         self.closed = str(error) or type(error).__name__
         self.counters, self._given_up = memory.counters, memory.given_up
         self._marks, self.count, self.dead_count = memory.marks, memory.count, memory.dead_count
+        self._stale, self._progress = memory.stale, memory.progress
         log.error("the database %s was set aside (%s) but a new one could not be opened (%s): nothing is "
                   "stored or acknowledged until it can", self.config.path, self._asides[-1].reason, error)
 
@@ -342,31 +358,42 @@ class Store:
 
     def _settle(self, memory: _Memory) -> None:
         """The first transaction in the new database: row ids above every old one (and those
-        in flight), each run's watermark and the counters, the larger of what memory, the
-        new file and each old file say; set_aside counted once for each old file, and its
-        salvage recorded (a restart goes on from there)."""
+        in flight), each run's watermark and re-timing, the counters and the salvage of each
+        set-aside file still pending (a restart goes on from there; review of 8e0dde9 #2, #5:
+        the re-timing and a pending salvage's progress were the new file's empty ones).
+        Watermarks: memory's when the file was set aside by this process (a damaged runs row
+        may read as a larger `acked`: review of 8e0dde9 #3); at a restart the old file's,
+        capped (OldFile.runs). set_aside counted once per file."""
         counters = _larger(memory.counters, self.counters)
         for key, mark in memory.marks.items():
             self._merge_run(key, mark, memory.given_up.get(key, 0))
+        stale = {**self._stale, **memory.stale}
         top = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
         top = top[0] if top else 0
-        progress = {name: entry for name, entry in self._progress.items()
-                    if not entry.get("done") or marker_of(Path(self.config.path).with_name(name)).exists()}
+        names = {aside.target.name for aside in self._asides}
+        progress = {name: entry for name, entry in {**self._progress, **memory.progress}.items() if name in names}
+        for aside in self._asides:          # set aside while an earlier one's salvage was pending
+            if aside.target.name not in progress:
+                for name, entry in OldFile.progress_in(aside.target).items():
+                    if name in names:
+                        progress.setdefault(name, entry)
         for aside in self._asides:
             if aside.target.name in progress:
-                continue                          # settled before a restart
+                continue                          # settled before (a restart, an earlier set-aside)
             old = OldFile(aside.target)
             try:
                 counters = _larger(counters, old.counters())
-                for key, (acked, given_up) in old.runs().items():
-                    self._merge_run(key, Watermark(acked), given_up)
+                if not aside.known:
+                    self._take_runs(old, stale)
                 top = max(top, old.top("readings"), aside.min_id)
                 held = aside.held if aside.held is not None else old.held()
+                dead_held = aside.dead_held if aside.dead_held is not None else old.dead_count()
             finally:
                 old.close()
             counters["set_aside"] += 1
             progress[aside.target.name] = {"readings": 0, "dead": 0, "copied": 0, "dead_copied": 0,
-                                           "held": held, "dead_held": aside.dead_held}
+                                           "held": held, "dead_held": dead_held}
+        self._stale = stale
         with self.db.atomic():
             self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
             self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)", [top])
@@ -376,74 +403,107 @@ class Store:
             self._save_progress(progress)
         self.counters, self._progress = counters, progress
 
+    def _take_runs(self, old: OldFile, stale: dict) -> None:
+        """An old file found at a restart (or damaged at start): its watermarks (capped:
+        OldFile.runs), re-timing and the runs it was re-timing."""
+        for key, (acked, given_up, offset, max_seq) in old.runs().items():
+            self._merge_run(key, Watermark(acked), given_up)
+            if offset is not None and self.retimer.state(key) is None:
+                self.retimer.load(key, offset, max_seq)
+        for key, offset in old.stale().items():
+            stale.setdefault(key, offset)
+
     def _merge_run(self, key: tuple, mark: Watermark, given_up: int) -> None:
         """The larger watermark (the same run, known at different times: the larger is the later)."""
         if mark.acked > self.watermark(*key):
             self._marks[key] = mark
         self._given_up[key] = max(self._given_up.get(key, 0), given_up)
 
-    def salvage_step(self) -> int:
+    def salvage_step(self, chunks: int = SALVAGE_CHUNKS) -> int:
         """Copy into the database what the set-aside files still hold, a transaction a chunk,
-        until all is in (then the marker goes and what could not be read is counted) or one
-        fails (the disk full: it waits for the next call, the marker stays, nothing is
-        dropped; review of 5dc89ea #2). Readings keep their ids, below every new one: the
-        oldest, first to go under drop_oldest (counted in evicted). Returns how many
-        readings were copied (the forwarder scans again from the start)."""
-        copied = 0
+        at most `chunks` transactions a call (review of 8e0dde9 #1: a whole file in one call
+        held the loop, or the start), until all is in (then the marker goes and what could
+        not be read is counted) or one fails (the disk full: it waits for the next call, the
+        marker stays, nothing is dropped; review of 5dc89ea #2; `salvage_error` says why).
+        Readings keep their ids, below every new one: the oldest, first to go under
+        drop_oldest (counted in evicted). Returns how many readings were copied (the
+        forwarder scans again from the start)."""
+        copied, self.salvage_error = 0, None
         for aside in list(self._asides):
-            entry = self._progress[aside.target.name]
+            name = aside.target.name
             old = OldFile(aside.target)
             try:
-                if not entry.get("done"):
-                    copied += self._copy(old, aside.target.name, "readings")
-                    self._copy(old, aside.target.name, "dead_letters")
+                for table, key in (("readings", "readings"), ("dead_letters", "dead")):
+                    while chunks > 0 and self._progress[name][key] is not None:
+                        copied += self._copy(old, name, table, key)
+                        chunks -= 1
+                if not done(self._progress[name]):
+                    return copied
+                if not self._progress[name].get("done"):
                     self._finish(aside)
             except (DiskFull, sqlite3.Error) as error:
                 log.warning("the new database could not take all of %s yet (%s): the rest is copied later",
-                            aside.target.name, error)
-                break
+                            name, error)
+                self.salvage_error = str(error)
+                return copied
             finally:
                 old.close()
-            forget(aside)
+            try:
+                forget(aside)
+            except OSError as error:          # EACCES, EROFS: the salvage is done (meta says), deleted later
+                log.warning("the salvage of %s is done but its marker could not be deleted (%s): tried again "
+                            "later", name, error)
+                self.salvage_error = str(error)
+                continue
             self._asides.remove(aside)
         return copied
 
-    def _copy(self, old: OldFile, name: str, table: str) -> int:
-        """The rows of one table of an old file, from where the salvage is, in chunks."""
-        key = "readings" if table == "readings" else "dead"
-        top, copied = old.top(table), 0
-        low = max(self._progress[name][key], old.bottom(table))
-        while low <= top:
-            rows, high = [], low
-            while high <= top and len(rows) < _CHUNK:
-                rows += old.rows(table, READING_COLUMNS if key == "readings" else DEAD_COLUMNS, high, high + _CHUNK)
-                high += _CHUNK
-            if key == "readings":
-                self._copy_readings(name, rows, high)
-            else:
-                self._copy_dead(name, rows, high)
-            copied += len(rows)
-            low = high
-        return copied
+    def _copy(self, old: OldFile, name: str, table: str, key: str) -> int:
+        """One chunk of one table of an old file, from where its salvage is (walking the ids
+        that exist: salvage.OldFile.walk)."""
+        rows, after = old.walk(table, READING_COLUMNS if key == "readings" else DEAD_COLUMNS, self._progress[name][key])
+        if key == "readings":
+            return self._copy_readings(name, rows, after)
+        self._copy_dead(name, rows, after)
+        return 0
 
-    def _copy_readings(self, name: str, rows: list, upto: int) -> None:
-        entry = self._progress[name]
-        progress = dict(self._progress, **{name: dict(entry, readings=upto, copied=entry["copied"] + len(rows))})
+    def _copy_readings(self, name: str, rows: list, after: Optional[int]) -> int:
+        """Copied: the rows inserted (INSERT OR IGNORE skipped some, yet counted them copied:
+        review of 8e0dde9 #5). One whose id is taken by another reading gets a new id; one
+        whose (device, run, seq) is stored already is not counted (it may be this file's own
+        row read twice through a damaged page: counted in set_aside_readings at worst)."""
         counters = dict(self.counters)
         with self._transaction():
             before = self.db.conn.total_changes
             self.db.conn.executemany(insert_ignoring("readings", READING_COLUMNS), rows)
-            count = self.count + self.db.conn.total_changes - before
+            inserted = self.db.conn.total_changes - before
+            if inserted < len(rows):
+                self._place_skipped(rows)
+                inserted = self.db.conn.total_changes - before
+            count = self.count + inserted
             evicted = self._evict_over_limits(count) if self.config.full_policy == "drop_oldest" else 0
             counters["evicted"] += evicted
+            entry = self._progress[name]
+            progress = dict(self._progress, **{name: dict(entry, readings=after, copied=entry["copied"] + inserted)})
             self._save_meta(counters, count - evicted)
             self._save_progress(progress)
         self.counters, self.count, self._progress = counters, count - evicted, progress
+        return inserted
 
-    def _copy_dead(self, name: str, rows: list, upto: int) -> None:
+    def _place_skipped(self, rows: list) -> None:
+        """After an INSERT OR IGNORE that skipped some of `rows`: those whose reading is not
+        stored get a new id."""
+        for row in rows:
+            found = self.db.execute("SELECT 1 FROM readings WHERE device = ? AND run = ? AND seq = ?",
+                                    list(row[1:4])).fetchone()
+            if not found:
+                self.db.conn.execute(insert_ignoring("readings", READING_COLUMNS[4:]), row[1:])
+                log.warning("a salvaged reading's id %d was taken: stored with a new id", row[0])
+
+    def _copy_dead(self, name: str, rows: list, after: Optional[int]) -> None:
         """Dead letters get new ids (new ones may have taken the old ids since)."""
         entry = self._progress[name]
-        progress = dict(self._progress, **{name: dict(entry, dead=upto, dead_copied=entry["dead_copied"] + len(rows))})
+        progress = dict(self._progress, **{name: dict(entry, dead=after, dead_copied=entry["dead_copied"] + len(rows))})
         counters = dict(self.counters)
         with self._transaction():
             self.db.conn.executemany(insert_ignoring("dead_letters", DEAD_FIELDS), [row[1:] for row in rows])
@@ -732,8 +792,14 @@ class Store:
             seqs = list(readings)
             for start in range(0, len(seqs), _CHUNK):
                 chunk = seqs[start:start + _CHUNK]
-                rows = self.db.execute(f"SELECT seq, t, t_orig, body FROM readings WHERE device = ? AND run = ? "
-                                       f"AND seq IN ({','.join('?' * len(chunk))})", [device, run, *chunk])
+                try:
+                    rows = self.db.execute(f"SELECT seq, t, t_orig, body FROM readings WHERE device = ? AND run = ? "
+                                           f"AND seq IN ({','.join('?' * len(chunk))})",
+                                           [device, run, *chunk]).fetchall()
+                except sqlite3.DatabaseError as error:
+                    if is_damaged_read(error):
+                        raise DamagedRead(f"reading stored rows: {error}") from error
+                    raise
                 for seq, t, t_orig, body in rows:
                     reading = readings[seq]
                     if not same_reading(reading, t, t_orig, body):

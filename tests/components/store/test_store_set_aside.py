@@ -118,7 +118,8 @@ def test_a_restart_while_closed_salvages_the_set_aside_file(tmp_path, monkeypatc
     missing = set(range(N)) - stored_or_sent(h, h2)
     assert len(missing) <= h2.store.counters["set_aside_readings"]
     assert h2.store.counters["set_aside"] == 1
-    assert h2.store.watermark(THING, "1a2b3c4d") == N - 1       # from the old file's runs table
+    held = max(readable(aside))                                 # from the old file's runs table, capped at
+    assert h2.store.watermark(THING, "1a2b3c4d") == held        # the highest seq it holds (review of 8e0dde9 #3)
     assert markers(tmp_path) == [] and aside.exists()
 
 
@@ -356,3 +357,285 @@ def test_a_record_claiming_a_column_over_a_gigabyte_sets_the_file_aside(tmp_path
     steps(h, 100)
     assert h.port.acked() == 109
     assert set(range(110)) <= stored_or_sent(h)
+
+
+# -- the review of 8e0dde9: each test failed before its fix ---------------------------------
+
+RUN = "1a2b3c4d"
+
+
+def new_store(tmp_path):
+    from backfill_common.clock import FakeClock
+    from store_and_forward.store import Store, StoreConfig
+
+    from store_harness import T0
+    return Store(StoreConfig(tmp_path / "store.db"), FakeClock(wall_ms=T0))
+
+
+def salvage_all(store, most=1000):
+    for _ in range(most):
+        if not store.salvaging:
+            return
+        store.salvage_step()
+    raise AssertionError(f"still salvaging after {most} steps: {store.salvage_error}")
+
+
+def test_a_salvage_over_a_million_id_gap_holds_the_loop_briefly_and_copies_every_reading(tmp_path):
+    """#1: every rowid between the oldest and the newest reading was asked for, one query
+    each, the whole file in one call: 3.6 s for 2 readings a million ids apart."""
+    import time
+    store = new_store(tmp_path)
+    store.commit([corrected(0)])
+    with store.db.atomic():
+        store.db.execute("UPDATE sqlite_sequence SET seq = 1000000 WHERE name = 'readings'")
+    store.commit([corrected(1)])
+    started = time.monotonic()
+    store.set_aside("test")
+    took = time.monotonic() - started
+    assert took < 0.5, f"set_aside and its first salvage step took {took:.2f} s"
+    salvage_all(store)
+    assert sorted(row.seq for row in store.scan(0, 10)) == [0, 1]
+    assert store.counters["set_aside_readings"] == 0
+
+
+def test_readings_salvaged_from_a_run_being_retimed_are_read_retimed(tmp_path):
+    """#2: the new file's empty list of runs being re-timed replaced the store's."""
+    from store_harness import T0
+    store = new_store(tmp_path)
+    store.commit([corrected(i) for i in range(5)])
+    store.commit([corrected(5, t=T0 + 5000 + 3_600_000)])      # the clock stepped an hour
+    assert store.stale == 1
+    before = {r.seq: r.t for r in store.scan(0, 100)}
+    store.set_aside("test")
+    assert {r.seq: r.t for r in store.scan(0, 100)} == before
+    assert store.stale == 1
+
+
+def damaged_runs_row(path):
+    raw = sqlite3.connect(str(path))
+    raw.execute("UPDATE runs SET acked = 1000000 WHERE run = ?", [RUN])    # what damage may read as
+    raw.commit()
+    raw.close()
+
+
+def test_a_damaged_watermark_in_the_old_file_does_not_outrank_the_stores_memory(tmp_path):
+    """#3: "larger wins" took the damaged file's acked: the next reading was acknowledged as
+    a duplicate and not stored."""
+    store = new_store(tmp_path)
+    store.commit([corrected(i) for i in range(5)])
+    damaged_runs_row(store.config.path)
+    store.set_aside("test")
+    assert store.commit([corrected(5)]).inserted == 1
+    assert store.watermark(THING, RUN) == 5
+
+
+def test_at_a_restart_an_old_files_watermark_is_capped_at_the_highest_seq_it_holds(tmp_path):
+    """#3 at a restart: memory knows nothing, the old file's acked is the only one; it never
+    claims more than the file holds (lower only makes a resent reading a duplicate)."""
+    from store_and_forward.salvage import Aside, aside_target, move_aside
+    store = new_store(tmp_path)
+    store.commit([corrected(i) for i in range(5)])
+    path = store.config.path
+    store.close()
+    damaged_runs_row(path)
+    move_aside(path, Aside(aside_target(path, store.clock.wall_ms()), "test"))   # set aside, then a restart
+    store = new_store(tmp_path)
+    salvage_all(store)
+    assert store.watermark(THING, RUN) == 4
+    assert store.commit([corrected(5)]).inserted == 1
+    assert store.count == 6
+
+
+def test_a_marker_that_cannot_be_deleted_leaves_the_salvage_done_and_is_deleted_later(tmp_path, monkeypatch):
+    """#4: PermissionError out of set_aside (and of every upkeep after, and of Store())."""
+    from pathlib import Path
+    store = new_store(tmp_path)
+    store.commit([corrected(i) for i in range(3)])
+    real = Path.unlink
+
+    def unlink(self, *args, **kwargs):
+        if self.name.endswith(".salvage"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    store.set_aside("test")
+    store.salvage_step()
+    assert store.count == 3 and store.salvaging and len(markers(tmp_path)) == 1
+    assert store.counters["set_aside"] == 1 and store.counters["set_aside_readings"] == 0
+    monkeypatch.setattr(Path, "unlink", real)
+    store.salvage_step()
+    assert not store.salvaging and markers(tmp_path) == []
+    assert store.count == 3 and store.counters["set_aside"] == 1
+
+
+def test_a_second_set_aside_while_the_first_salvage_is_pending_counts_each_file_once(tmp_path, monkeypatch):
+    """#5: the first file's progress was the new file's empty one: settled (counted) again."""
+    from store_and_forward.store import Store
+    store = new_store(tmp_path)
+    store.commit([corrected(i) for i in range(10)])
+    real = Store.salvage_step
+    monkeypatch.setattr(Store, "salvage_step", lambda self, chunks=0: 0)   # the first salvage not done yet
+    store.set_aside("first")
+    store.commit([corrected(i) for i in range(10, 20)])
+    monkeypatch.setattr(Store, "salvage_step", real)
+    store.set_aside("second")
+    salvage_all(store)
+    assert store.count == 20
+    assert store.counters["set_aside"] == 2 and store.counters["set_aside_readings"] == 0
+
+
+def first_salvage_unfinished(tmp_path, monkeypatch):
+    """A reading and a dead letter, set aside: both copied, the salvage's last small
+    transaction refused (the disk full): pending."""
+    from store_and_forward.store import DeadLetter, DiskFull, Store
+    store = new_store(tmp_path)
+    store.commit([corrected(0)], [DeadLetter("t", b"x", "why")])
+
+    def full(self, aside):
+        raise DiskFull("database or disk is full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "_finish", full)
+        store.set_aside("first")
+    assert store.salvaging and store.dead_count == 1 and store.count == 1
+    return store
+
+
+def test_a_second_set_aside_while_the_first_salvage_is_pending_copies_each_dead_letter_once(tmp_path, monkeypatch):
+    """#5: the first file's dead letters were in the second file already, and copied again."""
+    store = first_salvage_unfinished(tmp_path, monkeypatch)
+    store.set_aside("second")
+    salvage_all(store)
+    assert store.dead_count == 1 and len(store.dead_letters()) == 1
+    assert store.counters["dead_dropped"] == 0
+
+
+def test_a_salvaged_reading_whose_id_is_taken_is_stored_under_a_new_id_and_counted_once(tmp_path, monkeypatch):
+    """#5: INSERT OR IGNORE skipped it and counted it copied: stranded, uncounted."""
+    from store_and_forward.store import Store
+    store = new_store(tmp_path)
+    store.commit([corrected(i) for i in range(3)])
+    real = Store.salvage_step
+    monkeypatch.setattr(Store, "salvage_step", lambda self, chunks=0: 0)
+    store.set_aside("test")
+    taken = store.db.execute("SELECT MIN(id) FROM readings").fetchone()[0]
+    assert taken is None
+    with store.db.atomic():                 # another reading with the id of the old file's first
+        store.db.execute("INSERT INTO readings (id, device, run, seq, t, mono, body) "
+                         "VALUES (1, ?, 'other', 0, 0, 0, '{}')", [THING])
+    monkeypatch.setattr(Store, "salvage_step", real)
+    salvage_all(store)
+    assert sorted(row.seq for row in store.scan(0, 10) if row.run == RUN) == [0, 1, 2]
+    assert store.counters["set_aside_readings"] == 0
+
+
+def test_a_record_too_big_met_checking_a_duplicate_in_a_commit_is_damage(tmp_path):
+    """#6: SQLITE_TOOBIG reading a stored row inside a commit was taken for the message's own
+    error (the forwarder dead-lettered the message and never set the file aside)."""
+    from store_and_forward.store import is_corruption
+    store = new_store(tmp_path)
+    store.commit([corrected(0)])
+    store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20)    # the stored body now reads as too big
+    with pytest.raises(sqlite3.DatabaseError) as raised:
+        store.commit([corrected(0)])
+    assert is_corruption(raised.value)
+
+
+def test_a_file_found_damaged_at_start_does_not_lend_its_watermark_to_the_new_one(tmp_path, monkeypatch):
+    """#3 at start: the damaged file's runs, read before the damage was found, were memory's
+    (taken as the store's own, uncapped)."""
+    from store_and_forward.store import Store
+    store = new_store(tmp_path)
+    store.commit([corrected(i) for i in range(5)])
+    store.close()
+    damaged_runs_row(store.config.path)
+    real = Store._check_ends
+
+    def check_ends(self):                   # the damage found at start (a truncated file, say)
+        if not self.set_aside_files:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        real(self)
+
+    monkeypatch.setattr(Store, "_check_ends", check_ends)
+    store = new_store(tmp_path)
+    salvage_all(store)
+    assert store.watermark(THING, RUN) == 4
+    assert store.commit([corrected(5)]).inserted == 1
+
+
+def test_dead_letters_that_cannot_be_read_at_a_restart_are_counted_dropped(tmp_path, monkeypatch):
+    """#6: at a restart the old file's dead letters were "as many as can be read": an
+    unreadable one was never counted in dead_dropped."""
+    from backfill_common.clock import FakeClock
+    from store_and_forward.salvage import Aside, aside_target, move_aside
+    from store_and_forward.store import DeadLetter, Store, StoreConfig
+
+    from store_harness import T0
+    config = StoreConfig(tmp_path / "store.db", dead_letter_max_bytes=20_000)
+    store = Store(config, FakeClock(wall_ms=T0))
+    store.commit([corrected(0)], [DeadLetter("t", b"x", "small"), DeadLetter("t", b"y" * 15_000, "big")])
+    store.close()
+    move_aside(config.path, Aside(aside_target(config.path, T0), "test"))
+    real = sqlite3.connect
+
+    def connect(target, *args, **kwargs):
+        conn = real(target, *args, **kwargs)
+        if str(target).startswith("file:"):          # the old file: the big one reads as damaged
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+        return conn
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", connect)
+    store = Store(config, FakeClock(wall_ms=T0))
+    salvage_all(store)
+    assert store.dead_count == 1 and store.count == 1
+    assert store.counters["dead_dropped"] == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_salvage_walk_recovers_what_reading_every_id_recovers(tmp_path, seed):
+    """#1: walking the ids that exist (one by one only in small gaps and next to damage)
+    loses nothing that asking for every id would find, on a file damaged in its middle."""
+    import random
+    from store_and_forward.salvage import OldFile
+    from store_and_forward.store import READING_COLUMNS
+    store = new_store(tmp_path)
+    for low in range(0, 3000, 500):
+        store.commit([corrected(i) for i in range(low, low + 500)])
+    with store.db.atomic():               # confirmed readings leave gaps, small and large
+        store.db.execute("DELETE FROM readings WHERE id BETWEEN 100 AND 130 OR id BETWEEN 700 AND 1400")
+    store.close()
+    path = store.config.path
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(random.Random(seed).randbytes(8192))
+    old = OldFile(path)
+    try:
+        walked = old.all_rows("readings", READING_COLUMNS)
+        every = []
+        for rowid in range(3100):
+            try:
+                every += old.conn.execute(f"SELECT {READING_COLUMNS} FROM readings WHERE id = ?", [rowid]).fetchall()
+            except sqlite3.Error:
+                continue
+    finally:
+        old.close()
+    assert walked == every
+    assert 0 < len({row[3] for row in every}) < 3000 - 731
+
+
+def test_a_restart_after_a_second_set_aside_goes_on_with_the_first_salvage_where_it_was(tmp_path, monkeypatch):
+    """#5 across a restart: the first file's progress was in the second file only; the
+    restart copied the first file's dead letters again and counted its readings stranded."""
+    store = first_salvage_unfinished(tmp_path, monkeypatch)
+    state = refuse_new_files(monkeypatch, store.config.path)
+    store.set_aside("second")                            # moved, the new file refused: closed
+    assert store.closed is not None and len(markers(tmp_path)) == 2
+    state["refuse"] = False                              # a restart
+    store = new_store(tmp_path)
+    salvage_all(store)
+    assert markers(tmp_path) == []
+    assert store.count == 1 and store.dead_count == 1
+    assert store.counters["set_aside"] == 2
+    assert store.counters["set_aside_readings"] == 0 and store.counters["dead_dropped"] == 0
