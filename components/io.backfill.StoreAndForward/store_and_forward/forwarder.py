@@ -296,6 +296,7 @@ class Forwarder:
         if not self._pending and not self._dead:
             return True
         arrived = self._pending_since if self._pending_since is not None else now
+        self._pending = self._below_memory(self._pending)
         try:
             result = self._commit_or_isolate()
         except sqlite3.DatabaseError as error:      # corruption: the others were isolated
@@ -477,8 +478,8 @@ class Forwarder:
                 self._confirmed(batch_id, now, None)
                 return
             doc = packer.batch_of(payload)
-            if doc is None:
-                self.ledger.heard(now)
+            if doc is None or any(e.batch_id == doc["batch"] for e in self.ledger.memory_entries()):
+                self.ledger.heard(now)         # a batch from memory is confirmed by its own bytes only
                 return
             self._confirmed(doc["batch"], now, doc)
         elif mode in ("rule", "landing") and topic == self.rule_topic:   # the same message; landing: once in the table
@@ -628,7 +629,7 @@ class Forwarder:
     def _confirmed_live(self, entry: InFlight, now: int) -> None:
         """IoT Core has a batch sent from memory: its runs' watermarks are saved, then its
         readings are acknowledged. If they cannot be saved, the readings are committed."""
-        readings = list(entry.memory)
+        readings = self._below_memory(list(entry.memory))
         save = now >= self._counters_at
         before = self.store.db.conn.total_changes
         try:
@@ -668,6 +669,18 @@ class Forwarder:
         self._must_commit = True
         if commit and (not self.disk_full or now >= self._disk_retry_at):
             self.commit(now)
+
+    def _below_memory(self, readings: list) -> list:
+        """held_from never above a seq still in flight from memory (the store has it)."""
+        floor: dict = {}
+        for e in self.ledger.memory_entries():
+            for r in e.memory:
+                key = (r["device"], r["run"])
+                floor[key] = min(floor.get(key, r["seq"]), r["seq"])
+        if not floor:
+            return readings
+        return [dict(r, held_from=min(r["held_from"], floor[(r["device"], r["run"])]))
+                if "held_from" in r and (r["device"], r["run"]) in floor else r for r in readings]
 
     def _only_watermarks(self) -> bool:
         """Since the last checkpoint only live confirmations wrote (a runs row each, the counters),
