@@ -166,11 +166,14 @@ class OldFile:
                 found.append(row)
         except sqlite3.Error:
             failed = True
-        rows, last = [], low - 1
+        rows, last, asked = [], low - 1, 0
         for row in found:
             if row[0] <= last:                  # out of order: a damaged page
                 continue
             if row[0] - last - 1 <= _GAP:
+                if asked + row[0] - last - 1 > limit:   # single-id lookups bounded per walk
+                    return [r[1:] for r in rows], last + 1
+                asked += row[0] - last - 1
                 rows += self._each(table, columns, last + 1, row[0])
             rows.append(row)
             last = row[0]
@@ -254,7 +257,8 @@ class OldFile:
         as a larger one, and a watermark above what was stored acknowledges new readings as
         duplicates, unstored (review of 8e0dde9 #3). Lower only makes a resent reading a
         duplicate the cloud drops; a gap below the next reading is closed by its held_from."""
-        return {(device, run): (min(acked, self.highest_seq(device, run)), given_up or 0, offset, max_seq)
+        return {(device, run): (min(acked, max(self.highest_seq(device, run), max_seq if max_seq is not None else -1)),
+                                given_up or 0, offset, max_seq)
                 for device, run, acked, given_up, offset, max_seq
                 in self.all_rows("runs", "device, run, acked, given_up, offset, max_seq")
                 if acked is not None}
