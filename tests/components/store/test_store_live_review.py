@@ -16,6 +16,19 @@ def feed_1hz(h, seq, seconds, **extra):
     return seq
 
 
+def memory_batch_lost_in_the_spooler(tmp_path):
+    """Online, then a batch A sent from memory into the core's spooler, which dies with the
+    nucleus: A is in flight from memory and IoT Core never gets it."""
+    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
+    seq = online(h)
+    h.link_up = False
+    seq = feed_1hz(h, seq, 3)
+    a = sent_from_memory(h)
+    h.restart_nucleus()
+    h.link_up = True
+    return h, seq, a
+
+
 def test_a_later_batch_held_from_does_not_give_up_readings_in_flight_from_memory(tmp_path):
     h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
     seq = online(h)
@@ -39,13 +52,7 @@ from test_store_liveness import online_at_1hz as at_1hz
 
 
 def test_ack_stays_below_a_lost_memory_batch_while_a_later_one_is_confirmed(tmp_path):
-    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
-    seq = online(h)
-    h.link_up = False
-    seq = feed_1hz(h, seq, 3)
-    a = sent_from_memory(h)
-    h.restart_nucleus()
-    h.link_up = True
+    h, seq, a = memory_batch_lost_in_the_spooler(tmp_path)
     seq = feed_1hz(h, seq, 12)
     assert h.fwd.ledger.memory_entries(), "A still in flight"
     assert h.port.acked() < min(a), "acknowledged over a batch neither stored nor confirmed"
@@ -76,13 +83,7 @@ def test_a_clock_step_while_a_memory_batch_is_in_flight_loses_nothing(tmp_path):
 
 
 def test_a_stored_commit_with_held_from_does_not_give_up_readings_in_flight_from_memory(tmp_path):
-    h = Harness(tmp_path / "store.db", max_latency_ms=LATENCY)
-    seq = online(h)
-    h.link_up = False
-    seq = feed_1hz(h, seq, 3)
-    a = sent_from_memory(h)
-    h.restart_nucleus()
-    h.link_up = True
+    h, seq, a = memory_batch_lost_in_the_spooler(tmp_path)
     h.feed([corrected(seq, clock_synced=False, held_from=seq)])   # takes the stored path
     seq += 1
     seq = feed_1hz(h, seq, 70)

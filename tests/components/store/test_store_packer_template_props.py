@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from store_and_forward import packer
 from store_and_forward.store import Row
+from test_store_packer_stored import pack
 
 DEVICE = "pi-1"
 T0 = 1_764_338_400_000
@@ -53,29 +54,6 @@ def rows_of(draw, names):
         t_orig = t - 5000 if draw(st.integers(0, 15)) == 0 else None
         rows.append(Row(10 + i * draw(st.sampled_from([1, 1, 2])), DEVICE, run, seq, t, mono, t_orig, text))
     return rows
-
-
-def pack(rows, capacity, stored):
-    batches, builder = [], packer.BatchBuilder(DEVICE, capacity)
-
-    def add(b, row):
-        return b.add_stored(row, tag=row.id) if stored else b.add(row.reading(), tag=row.id)
-
-    for row in rows:
-        try:
-            if add(builder, row):
-                continue
-        except packer.TooLarge:
-            continue
-        batches.append(builder.build())
-        builder = packer.BatchBuilder(DEVICE, capacity)
-        try:
-            add(builder, row)
-        except packer.TooLarge:
-            pass
-    if len(builder):
-        batches.append(builder.build())
-    return batches
 
 
 def same(rows, capacity):
