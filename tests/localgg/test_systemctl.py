@@ -186,13 +186,13 @@ def test_a_step_with_requires_privilege_may_restart_the_core_without_sudo(shims)
     shims.host.privileged = True
     done = run(shims, "systemctl", "--no-block", "restart", "greengrass.service", user=unprivileged_user())
     assert (done.returncode, done.stderr) == (0, "")
-    assert shims.host.exits == [True]
+    wait_for(lambda: shims.host.exits == [True], 10, message="the request, which --no-block does not wait for")
 
 
 def test_sudo_systemctl_restart_no_block_asks_the_core_to_restart(shims):
     done = run(shims, "sudo", "-n", "systemctl", "--no-block", "restart", "greengrass", user=unprivileged_user())
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
-    assert shims.host.exits == [True]
+    wait_for(lambda: shims.host.exits == [True], 10, message="the request, which --no-block does not wait for")
 
 
 def test_a_systemctl_run_under_sudo_is_privileged_and_sudo_runs_other_commands_as_the_caller(shims):
@@ -202,7 +202,7 @@ def test_a_systemctl_run_under_sudo_is_privileged_and_sudo_runs_other_commands_a
     uid, sudo_user = done.stdout.split()
     assert int(uid) == (pwd.getpwnam(user).pw_uid if user else os.geteuid())   # no privilege was gained
     assert sudo_user == (user or pwd.getpwuid(os.geteuid()).pw_name)
-    assert shims.host.exits == [False]
+    wait_for(lambda: shims.host.exits == [False], 10, message="the request, which --no-block does not wait for")
     missing = run(shims, "sudo", "no-such-tool")
     assert (missing.returncode, missing.stderr) == (1, "sudo: no-such-tool: command not found\n")
 
